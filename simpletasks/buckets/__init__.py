@@ -1,0 +1,82 @@
+"""Bucket services: object storage behind a small interface, and ``open_bucket(url)``.
+
+Keys are relative ``/``-separated paths (see :mod:`simpletasks.keys`), resolved under the
+URL's prefix: with ``s3://data/run1`` the key ``a/b.dat`` is the object ``run1/a/b.dat`` in
+bucket ``data``. Writes are whole: a reader never sees half an object. Downloads are verified
+(size, and a checksum where the backend offers one) before they are handed over.
+
+Backends, one module each, are picked by URL scheme: ``s3://bucket/prefix``,
+``file:///dir``, ``mem://name``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol, runtime_checkable
+
+from simpletasks.urls import BUCKET_BACKENDS, open_backend
+
+
+@runtime_checkable
+class BucketService(Protocol):
+    """What the datasource needs from object storage. Every backend implements exactly this."""
+
+    url: str
+
+    def download(self, key: str, path: Path) -> None:
+        """Write the object ``key`` to the local file ``path``, whole and verified.
+
+        ``path`` appears only once the download is complete and verified.
+
+        Raises:
+            KeyNotFound: If the object does not exist.
+            IntegrityError: If the bytes received do not match the object's size/checksum.
+        """
+        ...
+
+    def upload(self, path: Path, key: str) -> None:
+        """Store the local file ``path`` as object ``key`` (replacing it whole)."""
+        ...
+
+    def download_fileobj(self, key: str, fileobj: BinaryIO) -> None:
+        """Write the object ``key`` into a binary file object (a stream).
+
+        Raises:
+            KeyNotFound: If the object does not exist.
+        """
+        ...
+
+    def upload_fileobj(self, fileobj: BinaryIO, key: str) -> None:
+        """Store everything readable from a binary file object as object ``key``."""
+        ...
+
+    def exists(self, key: str) -> bool:
+        """Return whether object ``key`` exists."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Delete object ``key``; deleting a missing key is not an error."""
+        ...
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Yield the keys that start with ``prefix``, in lexicographic order."""
+        ...
+
+
+def open_bucket(url: str, **kwargs: Any) -> BucketService:
+    """Open the bucket that ``url`` names, choosing the backend by scheme.
+
+    Args:
+        url: ``s3://bucket[/prefix]``, ``file:///absolute/dir`` or ``mem://name``.
+        **kwargs: Passed to the backend's ``from_url`` (for example ``client=`` for S3).
+
+    Raises:
+        UnsupportedScheme: For an unknown scheme (the message lists the known ones).
+        MissingDependency: If the backend's optional package is missing.
+    """
+    bucket: BucketService = open_backend(url, BUCKET_BACKENDS, "bucket", **kwargs)
+    return bucket
+
+
+__all__ = ["BucketService", "open_bucket"]

@@ -1,0 +1,54 @@
+"""Exceptions raised by simpletasks.
+
+Every exception the framework raises on purpose derives from :class:`SimpleTasksError`, so
+callers can catch the family in one place. The daemon turns them into error reports.
+"""
+
+from __future__ import annotations
+
+
+class SimpleTasksError(Exception):
+    """Base class of every error raised by simpletasks on purpose."""
+
+
+class MessageError(SimpleTasksError):
+    """A task message is malformed: not JSON, or not the expected schema.
+
+    The message says which field is wrong and what was expected. Such messages go to the
+    error queue at once: retrying them cannot help.
+    """
+
+
+class TaskNotRegistered(MessageError):
+    """A message names a task type that no registry entry knows."""
+
+
+class InvalidKey(SimpleTasksError, ValueError):
+    """A bucket or cache key is unsafe (``..``, absolute, backslash, NUL) or empty."""
+
+
+class UnsupportedScheme(SimpleTasksError, ValueError):
+    """A queue or bucket URL uses a scheme no backend handles."""
+
+
+class MissingDependency(SimpleTasksError, ImportError):
+    """A backend needs an optional package that is not installed."""
+
+
+class KeyNotFound(SimpleTasksError, KeyError):
+    """A key does not exist in a bucket."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; keep the message readable.
+        return str(self.args[0]) if self.args else "key not found"
+
+
+class IntegrityError(SimpleTasksError):
+    """A downloaded object does not match its size or checksum."""
+
+
+class RegistrationError(SimpleTasksError):
+    """A task class cannot be registered (duplicate name, missing hook or name)."""
+
+
+class ConfigError(SimpleTasksError, ValueError):
+    """A configuration value is missing or malformed."""

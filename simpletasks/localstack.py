@@ -1,0 +1,132 @@
+"""Local stand-ins for cloud services, started on 127.0.0.1 for tests and ``simpletasks local``.
+
+:class:`MotoServer` runs moto in server mode in a child process: a real HTTP endpoint that
+speaks the SQS and S3 protocols, so the code under test is the same code that talks to AWS.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from types import TracebackType
+
+logger = logging.getLogger(__name__)
+
+#: Credentials moto accepts; never real ones.
+FAKE_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port that is free on ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Poll ``url`` until it answers any HTTP status, or raise ``TimeoutError``.
+
+    Raises:
+        RuntimeError: If ``proc`` exits while we wait.
+        TimeoutError: If nothing answers within ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server process exited with code {proc.returncode} at start")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except urllib.error.HTTPError:
+            return  # it answered
+        except (urllib.error.URLError, OSError):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing answered at {url} within {timeout:.0f} s") from None
+            time.sleep(0.05)
+
+
+class MotoServer:
+    """moto in server mode on 127.0.0.1, in a child process.
+
+    Use it as a context manager::
+
+        with MotoServer() as moto:
+            queue = open_queue("sqs://jobs", endpoint_url=moto.endpoint_url)
+
+    Args:
+        port: Port to listen on; a free one by default.
+        start_timeout: Seconds to wait for the server to answer.
+    """
+
+    def __init__(self, port: int | None = None, *, start_timeout: float = 30.0) -> None:
+        self.host = "127.0.0.1"
+        self.port = port or free_port(self.host)
+        self.start_timeout = start_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint_url(self) -> str:
+        """The server's base URL, for ``endpoint_url=`` or ``AWS_ENDPOINT_URL``."""
+        return f"http://{self.host}:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that point boto3 at this server with fake credentials."""
+        return {**FAKE_AWS_ENV, "AWS_ENDPOINT_URL": self.endpoint_url}
+
+    def start(self) -> MotoServer:
+        """Start the server and wait until it answers."""
+        cmd = [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)]
+        logger.info("starting moto server on %s", self.endpoint_url)
+        self._proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, **FAKE_AWS_ENV},
+        )
+        try:
+            wait_for_http(f"{self.endpoint_url}/moto-api/", self.start_timeout, self._proc)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop the server (idempotent)."""
+        if self._proc is None:
+            return
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None
+
+    def reset(self) -> None:
+        """Drop every queue and bucket the server holds."""
+        req = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(req, timeout=10):
+            pass
+
+    def __enter__(self) -> MotoServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,111 @@
+"""Queue services: the small interface the daemon talks to, and ``open_queue(url)``.
+
+A queue moves opaque text bodies. Receiving a message *leases* it: it stays invisible to
+other receivers until the lease runs out, is extended, released or the message is acked.
+Delivery is therefore at least once. Encoding and decoding task messages happens elsewhere
+(:mod:`simpletasks.message`).
+
+Backends, one module each, are picked by URL scheme: ``sqs://name``, ``file:///dir``,
+``mem://name``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from simpletasks.urls import QUEUE_BACKENDS, open_backend
+
+
+@dataclass(frozen=True)
+class Message:
+    """One received message.
+
+    Attributes:
+        id: The backend's identifier of the message (stable across deliveries).
+        body: The message text, exactly as sent.
+        attempt: How many times the message has been received, this delivery included
+            (1 on first delivery).
+        handle: The backend's handle for this delivery (SQS receipt handle, lease token...).
+            Pass the message back to ``ack``/``release``/``extend``; do not inspect it.
+    """
+
+    id: str
+    body: str
+    attempt: int = 1
+    handle: Any = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    """Approximate message counts; ``None`` where the backend cannot tell."""
+
+    visible: int | None
+    in_flight: int | None
+
+
+@runtime_checkable
+class QueueService(Protocol):
+    """What the daemon needs from a queue. Every backend implements exactly this."""
+
+    url: str
+
+    def receive(
+        self, max_messages: int = 1, *, wait_seconds: float = 0.0, lease_seconds: float = 30.0
+    ) -> list[Message]:
+        """Lease up to ``max_messages`` messages, waiting up to ``wait_seconds`` for the first.
+
+        Returns an empty list when nothing arrived in time.
+        """
+        ...
+
+    def ack(self, message: Message) -> None:
+        """Delete a received message for good."""
+        ...
+
+    def release(self, message: Message) -> None:
+        """Give the lease back: the message becomes visible to receivers at once."""
+        ...
+
+    def extend(self, message: Message, lease_seconds: float) -> None:
+        """Set the message's lease to end ``lease_seconds`` from now."""
+        ...
+
+    def send(self, body: str) -> None:
+        """Enqueue one message."""
+        ...
+
+    def send_batch(self, bodies: Sequence[str]) -> None:
+        """Enqueue many messages, in as few round trips as the backend allows."""
+        ...
+
+    def counts(self) -> QueueCounts:
+        """Return approximate visible and in-flight counts."""
+        ...
+
+    def purge(self) -> None:
+        """Delete every message in the queue."""
+        ...
+
+    def close(self) -> None:
+        """Release client resources. The queue must not be used afterwards."""
+        ...
+
+
+def open_queue(url: str, **kwargs: Any) -> QueueService:
+    """Open the queue that ``url`` names, choosing the backend by scheme.
+
+    Args:
+        url: ``sqs://name``, ``file:///absolute/dir`` or ``mem://name``.
+        **kwargs: Passed to the backend's ``from_url`` (for example ``client=`` for SQS).
+
+    Raises:
+        UnsupportedScheme: For an unknown scheme (the message lists the known ones).
+        MissingDependency: If the backend's optional package is missing.
+    """
+    queue: QueueService = open_backend(url, QUEUE_BACKENDS, "queue", **kwargs)
+    return queue
+
+
+__all__ = ["Message", "QueueCounts", "QueueService", "open_queue"]

@@ -1,0 +1,48 @@
+"""Shared fixtures: real local endpoints for the backends, started by the tests.
+
+A test that needs a service it cannot start skips on a laptop, but fails under ``CI=true``:
+CI must never pass by skipping the backends it is there to check.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from simpletasks.localstack import FAKE_AWS_ENV, MotoServer
+
+
+def require_service(reason: str) -> None:
+    """Skip the current test because a service is missing, or fail under ``CI=true``."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"required service unavailable under CI=true: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fake_aws_credentials() -> Iterator[None]:
+    """Never let a test reach real AWS with real credentials."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in FAKE_AWS_ENV.items():
+            mp.setenv(name, value)
+        for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
+            mp.delenv(name, raising=False)
+        yield
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    """One moto server (SQS + S3) on 127.0.0.1 for the whole test session."""
+    try:
+        import moto.server  # noqa: F401
+        import boto3  # noqa: F401
+    except ImportError as exc:
+        require_service(f"moto[server]/boto3 not installed ({exc.name})")
+    try:
+        server = MotoServer().start()
+    except (RuntimeError, TimeoutError) as exc:
+        require_service(f"moto server did not start: {exc}")
+    yield server
+    server.stop()
