@@ -52,3 +52,7 @@ class RegistrationError(SimpleTasksError):
 
 class ConfigError(SimpleTasksError, ValueError):
     """A configuration value is missing or malformed."""
+
+
+class TaskFailed(SimpleTasksError):
+    """A task's ``execute`` returned a result with ``success=False``."""

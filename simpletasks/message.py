@@ -1,0 +1,173 @@
+"""The task message: its schema, strict validation and JSON form.
+
+The format is SimpleTasks.jl's, so Julia schedulers and Python daemons interoperate::
+
+    {"basic_info": {"id": 4, "name": "NO_OP", "base_directory": "datasets/noop_dataset",
+                    "inputs": ["0_input/4.dat", "0_input/5.dat"]},
+     "payload_info": "NoOp Task for 4:5"}
+
+This is the only module that encodes or decodes task messages.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from simpletasks.errors import InvalidKey, MessageError
+from simpletasks.keys import join_key, validate_key
+
+_TOP_KEYS = {"basic_info", "payload_info"}
+_INFO_KEYS = {"id", "name", "base_directory", "inputs"}
+
+
+@dataclass(frozen=True)
+class BasicInfo:
+    """The part of a message every task type shares.
+
+    Attributes:
+        id: Numeric identifier of this task (unique within a job, by convention).
+        name: Task type name; the registry maps it to a :class:`~simpletasks.task.DaemonTask`.
+        base_directory: Key prefix the inputs are relative to ("" for the bucket root).
+        inputs: Input keys relative to ``base_directory``.
+    """
+
+    id: int
+    name: str
+    base_directory: str
+    inputs: tuple[str, ...] = ()
+
+    def input_keys(self) -> list[str]:
+        """Return the full keys ``<base_directory>/<input>`` of the inputs, in order."""
+        return [join_key(self.base_directory, i) for i in self.inputs]
+
+    def key(self, relative: str) -> str:
+        """Return the full key of ``relative`` inside this task's base directory."""
+        return join_key(self.base_directory, relative)
+
+
+@dataclass(frozen=True)
+class TaskMessage:
+    """A parsed, validated task message.
+
+    Attributes:
+        basic_info: The shared fields.
+        payload_info: Any JSON value; a task type may declare a typed payload parsed from it.
+    """
+
+    basic_info: BasicInfo
+    payload_info: Any = field(default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the message as plain JSON-able data."""
+        info = self.basic_info
+        return {
+            "basic_info": {
+                "id": info.id,
+                "name": info.name,
+                "base_directory": info.base_directory,
+                "inputs": list(info.inputs),
+            },
+            "payload_info": self.payload_info,
+        }
+
+    def to_json(self) -> str:
+        """Return the message body to send to a queue."""
+        return json.dumps(self.to_dict(), ensure_ascii=False, allow_nan=False)
+
+    @classmethod
+    def from_json(cls, body: str | bytes) -> TaskMessage:
+        """Parse and validate a message body.
+
+        Raises:
+            MessageError: If the body is not UTF-8 JSON or does not match the schema; the
+                message names the field and what was expected.
+        """
+        return cls.from_dict(decode_body(body))
+
+    @classmethod
+    def from_dict(cls, data: Any) -> TaskMessage:
+        """Validate already-decoded JSON data.
+
+        Raises:
+            MessageError: If ``data`` does not match the schema.
+        """
+        if not isinstance(data, dict):
+            raise MessageError(f"message must be a JSON object, got {_json_type(data)}")
+        _check_keys(data, _TOP_KEYS, required={"basic_info"}, where="message")
+        info = data["basic_info"]
+        if not isinstance(info, dict):
+            raise MessageError(f"basic_info must be an object, got {_json_type(info)}")
+        _check_keys(info, _INFO_KEYS, required={"id", "name"}, where="basic_info")
+
+        task_id = info["id"]
+        if isinstance(task_id, bool) or not isinstance(task_id, int):
+            raise MessageError(f"basic_info.id must be an integer, got {_json_type(task_id)}")
+        name = info["name"]
+        if not isinstance(name, str) or not name.strip():
+            raise MessageError(f"basic_info.name must be a non-empty string, got {name!r}")
+
+        base = info.get("base_directory", "")
+        if not isinstance(base, str):
+            raise MessageError(
+                f"basic_info.base_directory must be a string, got {_json_type(base)}"
+            )
+        if base.rstrip("/"):
+            _check_key(base.rstrip("/"), "basic_info.base_directory")
+
+        inputs = info.get("inputs", [])
+        if not isinstance(inputs, list):
+            raise MessageError(
+                f"basic_info.inputs must be a list of strings, got {_json_type(inputs)}"
+            )
+        for i, item in enumerate(inputs):
+            if not isinstance(item, str):
+                raise MessageError(
+                    f"basic_info.inputs[{i}] must be a string, got {_json_type(item)}"
+                )
+            _check_key(item, f"basic_info.inputs[{i}]")
+
+        basic = BasicInfo(id=task_id, name=name, base_directory=base, inputs=tuple(inputs))
+        return cls(basic_info=basic, payload_info=data.get("payload_info"))
+
+
+def decode_body(body: str | bytes) -> Any:
+    """Decode a message body as JSON, raising :class:`MessageError` with the reason."""
+    if isinstance(body, bytes):
+        try:
+            body = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise MessageError(f"message body is not UTF-8: {exc}") from None
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise MessageError(f"message body is not JSON: {exc}") from None
+    except RecursionError:
+        raise MessageError("message body is not JSON: nested too deeply") from None
+
+
+def _check_keys(data: dict[str, Any], allowed: set[str], *, required: set[str], where: str) -> None:
+    missing = sorted(required - data.keys())
+    if missing:
+        raise MessageError(f"{where} is missing required field(s): {', '.join(missing)}")
+    unknown = sorted(str(k) for k in data.keys() - allowed)
+    if unknown:
+        raise MessageError(
+            f"{where} has unknown field(s): {', '.join(unknown)}; "
+            f"expected only {', '.join(sorted(allowed))}"
+        )
+
+
+def _check_key(key: str, what: str) -> None:
+    try:
+        validate_key(key, what=what)
+    except InvalidKey as exc:
+        raise MessageError(str(exc)) from None
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    if type(value) in names:
+        return names[type(value)]
+    return "number" if isinstance(value, int | float) else type(value).__name__

@@ -1,0 +1,83 @@
+"""Daemon settings and run statistics."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from simpletasks.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    """How a daemon polls, runs and retries. All times are in seconds.
+
+    Attributes:
+        concurrency: Worker threads, i.e. tasks run at once.
+        lease_seconds: Lease (visibility timeout / ack deadline) asked for on receive and
+            renewed by the heartbeat every third of it while a task runs.
+        wait_seconds: Long-poll wait of one receive call (SQS caps it at 20).
+        idle_max_seconds: Cap of the back-off between receives while the queue is empty.
+        max_attempts: Deliveries of a message before it is reported as final and dropped.
+        retry_delay_seconds: Delay before a failed task is delivered again; doubles with
+            each attempt. 0 retries at once.
+        retry_delay_max_seconds: Cap of that delay.
+        grace_seconds: On stop, how long running tasks may take to finish before their
+            leases are released.
+        prefetch_seconds: Receive ahead so that about this much work waits locally, judged
+            by the mean task duration so far (at most one batch of 10). Long tasks are
+            never prefetched; 0 turns prefetch off.
+        burst: Exit once the queue is drained instead of waiting for work.
+        max_tasks: Exit after receiving this many messages (None = no limit).
+    """
+
+    concurrency: int = 1
+    lease_seconds: float = 60.0
+    wait_seconds: float = 10.0
+    idle_max_seconds: float = 10.0
+    max_attempts: int = 5
+    retry_delay_seconds: float = 1.0
+    retry_delay_max_seconds: float = 300.0
+    grace_seconds: float = 30.0
+    prefetch_seconds: float = 1.0
+    burst: bool = False
+    max_tasks: int | None = None
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.concurrency >= 1, "concurrency must be >= 1"),
+            (self.lease_seconds >= 1, "lease_seconds must be >= 1"),
+            (0 <= self.wait_seconds <= 20, "wait_seconds must be between 0 and 20"),
+            (self.idle_max_seconds >= 0, "idle_max_seconds must be >= 0"),
+            (self.max_attempts >= 1, "max_attempts must be >= 1"),
+            (self.retry_delay_seconds >= 0, "retry_delay_seconds must be >= 0"),
+            (self.grace_seconds >= 0, "grace_seconds must be >= 0"),
+            (self.prefetch_seconds >= 0, "prefetch_seconds must be >= 0"),
+            (self.max_tasks is None or self.max_tasks >= 1, "max_tasks must be >= 1"),
+        ]
+        for ok, text in checks:
+            if not ok:
+                raise ConfigError(text)
+
+    def retry_delay(self, attempt: int) -> float:
+        """Delay before delivery ``attempt + 1`` of a message that failed ``attempt``."""
+        delay = self.retry_delay_seconds * 2 ** max(0, attempt - 1)
+        return min(delay, self.retry_delay_max_seconds)
+
+
+@dataclass
+class RunStats:
+    """What one :meth:`DaemonService.run` did."""
+
+    received: int = 0
+    succeeded: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    released: int = 0
+    seconds: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to counter ``name`` (thread-safe)."""
+        with self._lock:
+            setattr(self, name, getattr(self, name) + n)
