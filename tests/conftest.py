@@ -36,8 +36,8 @@ def _fake_aws_credentials() -> Iterator[None]:
 def moto_server() -> Iterator[MotoServer]:
     """One moto server (SQS + S3) on 127.0.0.1 for the whole test session."""
     try:
-        import moto.server  # noqa: F401
         import boto3  # noqa: F401
+        import moto.server  # noqa: F401
     except ImportError as exc:
         require_service(f"moto[server]/boto3 not installed ({exc.name})")
     try:
@@ -46,3 +46,13 @@ def moto_server() -> Iterator[MotoServer]:
         require_service(f"moto server did not start: {exc}")
     yield server
     server.stop()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Let tests (and daemon subprocesses) import the test task types in tests/tasktypes.py."""
+    import sys
+    from pathlib import Path
+
+    here = str(Path(__file__).parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)

@@ -64,6 +64,10 @@ class QueueService(Protocol):
         """Delete a received message for good."""
         ...
 
+    def ack_many(self, messages: Sequence[Message]) -> None:
+        """Delete several received messages, in as few round trips as the backend allows."""
+        ...
+
     def release(self, message: Message) -> None:
         """Give the lease back: the message becomes visible to receivers at once."""
         ...

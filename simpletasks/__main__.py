@@ -1,0 +1,5 @@
+"""``python -m simpletasks`` is the ``simpletasks`` command."""
+
+from simpletasks.cli import main
+
+main()
