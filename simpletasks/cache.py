@@ -1,0 +1,389 @@
+"""A local file-system cache of bucket objects, keyed like the bucket.
+
+Port of SimpleTasks.jl's ``filesystemcache``, made safe for several threads and processes
+sharing one cache directory:
+
+* the entry for key ``k`` is the regular file ``root/k``; keys are validated and no path
+  component under ``root`` may be a symlink, so the cache never reads or writes outside it;
+* writes go to a private temp directory under ``root/.tmp`` and are ``os.replace``-d into
+  place, so a reader sees the old file, the new file or none, never a partial one;
+* per-key locks are ``flock`` locks on files in ``root/.locks``: an exclusive *fill* lock so
+  that concurrent fetchers of one key download it once, and a shared *pin* that marks an
+  entry in use; eviction takes the pin exclusively without waiting and skips busy entries;
+* with ``max_bytes``, least recently used entries (last use is the file's mtime, set on every
+  access) are evicted after each commit until the cache fits again, if it can.
+
+``flock`` locks belong to an open file description, so every acquisition opens its own file
+descriptor: two threads of one process exclude each other exactly as two processes do.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import shutil
+import stat
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from simpletasks.errors import InvalidKey
+from simpletasks.keys import validate_key
+
+logger = logging.getLogger(__name__)
+
+#: Top-level names the cache keeps for itself; keys may not start with them.
+RESERVED_NAMES = frozenset({".tmp", ".locks"})
+#: Temp directories older than this (seconds) are left over by a crashed writer.
+STALE_TMP_SECONDS = 3600.0
+_COMMIT_ATTEMPTS = 5
+
+
+def _acquire(path: Path, operation: int) -> int | None:
+    """Open the lock file ``path`` and ``flock`` it; return the descriptor.
+
+    Returns ``None`` if ``operation`` includes ``LOCK_NB`` and the lock is busy. Lock files are
+    unlinked by holders of both exclusive locks (see :meth:`FileSystemCache._drop_lock_files`),
+    so after locking we check that ``path`` still names the file we locked, else retry.
+    """
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, operation)
+            locked = os.fstat(fd)
+            current = os.stat(path, follow_symlinks=False)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except FileNotFoundError:
+            os.close(fd)
+            continue
+        except BaseException:
+            os.close(fd)
+            raise
+        if (locked.st_dev, locked.st_ino) == (current.st_dev, current.st_ino):
+            return fd
+        os.close(fd)
+
+
+@contextmanager
+def _locked(path: Path, operation: int) -> Iterator[bool]:
+    """Hold ``flock`` ``operation`` on ``path``; yield False (holding nothing) if it was busy."""
+    fd = _acquire(path, operation)
+    try:
+        yield fd is not None
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+class FileSystemCache:
+    """A directory of cached objects, safe for concurrent threads and processes.
+
+    Args:
+        root: The cache directory; created (with parents) if missing.
+        max_bytes: Bound on the total size of the entries, or ``None`` for no bound. After
+            each commit, least recently used entries that are not in use are evicted until
+            the total fits; the entry just written is never evicted.
+
+    Raises:
+        ValueError: If ``max_bytes`` is not ``None`` or a non-negative integer.
+        NotADirectoryError: If ``root`` exists and is not a directory.
+        InvalidKey: If ``root/.tmp`` or ``root/.locks`` is a symlink.
+    """
+
+    def __init__(self, root: Path | str, *, max_bytes: int | None = None) -> None:
+        if max_bytes is not None and (type(max_bytes) is not int or max_bytes < 0):
+            raise ValueError(f"max_bytes must be None or an integer >= 0, got {max_bytes!r}")
+        self.max_bytes = max_bytes
+        if Path(root).exists() and not Path(root).is_dir():
+            raise NotADirectoryError(f"cache root {root} exists and is not a directory")
+        Path(root).mkdir(parents=True, exist_ok=True)
+        self.root = Path(root).resolve(strict=True)
+        self._tmp_dir = self.root / ".tmp"
+        self._locks_dir = self.root / ".locks"
+        for internal in (self._tmp_dir, self._locks_dir):
+            internal.mkdir(exist_ok=True)
+            if not stat.S_ISDIR(os.lstat(internal).st_mode):
+                raise InvalidKey(f"cache directory {internal} must be a real directory")
+
+    def __repr__(self) -> str:
+        return f"FileSystemCache({str(self.root)!r}, max_bytes={self.max_bytes!r})"
+
+    def path(self, key: str) -> Path:
+        """Return where the entry for ``key`` lives (no I/O; it may not exist).
+
+        Raises:
+            InvalidKey: If ``key`` is unsafe or starts with a name the cache reserves.
+        """
+        validate_key(key)
+        first = key.split("/", 1)[0]
+        if first in RESERVED_NAMES:
+            raise InvalidKey(
+                f"key {key!r} starts with {first!r}, a name the cache reserves for its own files"
+            )
+        return self.root.joinpath(*key.split("/"))
+
+    def _checked_path(self, key: str, *, create_parents: bool = False) -> Path:
+        """Return :meth:`path` after checking that no component under root is a symlink."""
+        path = self.path(key)
+        parts = key.split("/")
+        current = self.root
+        for depth, part in enumerate(parts, 1):
+            current = current / part
+            last = depth == len(parts)
+            try:
+                mode = os.lstat(current).st_mode
+            except FileNotFoundError:
+                if last or not create_parents:
+                    return path
+                with suppress(FileExistsError):  # a concurrent writer made it; checked below
+                    os.mkdir(current, 0o755)
+                mode = os.lstat(current).st_mode
+            if stat.S_ISLNK(mode):
+                raise InvalidKey(
+                    f"cache path {current} (for key {key!r}) is a symlink; the cache never "
+                    f"follows symlinks out of {self.root}"
+                )
+            if not last and not stat.S_ISDIR(mode):
+                raise InvalidKey(f"key {key!r} needs {current} to be a directory, not an entry")
+            if last and stat.S_ISDIR(mode):
+                raise InvalidKey(f"key {key!r} names a directory of other entries in the cache")
+        return path
+
+    def _lock_paths(self, key: str) -> tuple[Path, Path]:
+        digest = hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()
+        return self._locks_dir / f"{digest}.pin", self._locks_dir / f"{digest}.fill"
+
+    def exists(self, key: str) -> bool:
+        """Return whether the cache holds an entry for ``key``."""
+        try:
+            return stat.S_ISREG(os.lstat(self._checked_path(key)).st_mode)
+        except FileNotFoundError:
+            return False
+
+    def touch(self, key: str) -> bool:
+        """Mark the entry for ``key`` as used now (for eviction); return whether it exists."""
+        path = self._checked_path(key)
+        now = time.time_ns()
+        try:
+            os.utime(path, ns=(now, now), follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def keys(self) -> list[str]:
+        """Return the keys of all entries, sorted; the cache's own files are never listed."""
+        return sorted(key for _, _, key in self._entries())
+
+    def size_bytes(self) -> int:
+        """Return the total size in bytes of all entries."""
+        return sum(size for _, size, _ in self._entries())
+
+    def _entries(self) -> list[tuple[int, int, str]]:
+        """Return ``(last use ns, size, key)`` for every entry."""
+        found = []
+        for dirpath, dirnames, filenames in os.walk(self.root):  # does not follow symlinks
+            rel = os.path.relpath(dirpath, self.root)
+            if rel == ".":
+                dirnames[:] = [d for d in dirnames if d not in RESERVED_NAMES]
+                prefix = ""
+            else:
+                prefix = rel.replace(os.sep, "/") + "/"
+            for name in filenames:
+                try:
+                    st = os.lstat(os.path.join(dirpath, name))
+                    self.path(prefix + name)
+                except (FileNotFoundError, InvalidKey):  # gone, or not a file we could write
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    found.append((st.st_mtime_ns, st.st_size, prefix + name))
+        return found
+
+    @contextmanager
+    def writing(self, key: str) -> Iterator[Path]:
+        """Yield a temp path to write the entry for ``key`` into; commit it if the block succeeds.
+
+        The path does not exist yet; the block must create it as a regular file. It lives in
+        a private temp directory, so a writer may also put its own temp files next to it. If
+        the block raises, nothing is committed and the temp files are removed.
+
+        Raises:
+            InvalidKey: If ``key`` is unsafe or clashes with the cache's layout.
+            FileNotFoundError: If the block did not create the file.
+        """
+        self.path(key)
+        tmp_dir = Path(tempfile.mkdtemp(prefix="w-", dir=self._tmp_dir))
+        try:
+            yield tmp_dir / "data"
+            self._commit(key, tmp_dir / "data")
+        finally:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+
+    def put_bytes(self, key: str, data: bytes) -> Path:
+        """Store ``data`` as the entry for ``key`` (atomically) and return its path."""
+        with self.writing(key) as tmp:
+            tmp.write_bytes(data)
+        return self.path(key)
+
+    def put_file(self, key: str, src: Path | str) -> Path:
+        """Copy the file ``src`` into the cache as the entry for ``key`` and return its path.
+
+        Raises:
+            FileNotFoundError: If ``src`` is not an existing file.
+        """
+        src = Path(src)
+        if not src.is_file():
+            raise FileNotFoundError(f"cannot cache key {key!r}: source {src} is not a file")
+        with self.writing(key) as tmp:
+            shutil.copyfile(src, tmp)
+        return self.path(key)
+
+    def fill(self, key: str, fetch: Callable[[Path], None], *, force: bool = False) -> Path:
+        """Return the path of the entry for ``key``, calling ``fetch(tmp)`` if it is missing.
+
+        ``fetch`` writes the object to the temp path it gets, then it is committed. Concurrent
+        calls for one key (threads or processes) call ``fetch`` once: the first holds
+        :meth:`lock`, the others wait and find the entry. ``force`` fetches even if present.
+        Hold :meth:`pin` around this call and the file's use to keep it from eviction.
+        """
+        if not force and self.touch(key):
+            return self.path(key)
+        with self.lock(key):
+            if not force and self.touch(key):
+                return self.path(key)
+            with self.writing(key) as tmp:
+                fetch(tmp)
+        return self.path(key)
+
+    def _commit(self, key: str, tmp: Path) -> Path:
+        try:
+            mode = os.lstat(tmp).st_mode
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"writing({key!r}) finished without creating the file {tmp}"
+            ) from None
+        if not stat.S_ISREG(mode):
+            raise ValueError(f"writing({key!r}) must create a regular file at {tmp}")
+        now = time.time_ns()  # stamp the last use before the entry becomes visible
+        os.utime(tmp, ns=(now, now), follow_symlinks=False)
+        for attempt in range(_COMMIT_ATTEMPTS):
+            path = self._checked_path(key, create_parents=True)
+            try:
+                os.replace(tmp, path)
+                break
+            except FileNotFoundError:  # a concurrent remove pruned a parent directory
+                if attempt == _COMMIT_ATTEMPTS - 1:
+                    raise
+        logger.debug("cached %s", key)
+        if self.max_bytes is not None:
+            self.evict(keep=key)
+        return path
+
+    @contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        """Hold the exclusive fill lock of ``key`` (across threads and processes)."""
+        self.path(key)
+        with _locked(self._lock_paths(key)[1], fcntl.LOCK_EX):
+            yield
+
+    @contextmanager
+    def pin(self, key: str) -> Iterator[None]:
+        """Mark ``key`` in use (a shared lock): eviction skips it while any pin is held.
+
+        Pinning does not create the entry; a key may be pinned before it is fetched.
+        """
+        self.path(key)
+        with _locked(self._lock_paths(key)[0], fcntl.LOCK_SH):
+            yield
+
+    def _drop_lock_files(self, key: str) -> None:
+        """Unlink both lock files of ``key``; the caller holds both exclusively."""
+        for lock_path in self._lock_paths(key):
+            with suppress(FileNotFoundError):
+                os.unlink(lock_path)
+
+    def remove(self, key: str) -> bool:
+        """Remove the entry for ``key`` even if pinned; return whether it existed."""
+        self.path(key)
+        pin_path, fill_path = self._lock_paths(key)
+        with _locked(fill_path, fcntl.LOCK_EX):
+            removed = self._unlink_entry(key)
+            with _locked(pin_path, fcntl.LOCK_EX | fcntl.LOCK_NB) as idle:
+                if idle:
+                    self._drop_lock_files(key)
+        return removed
+
+    def clear(self) -> int:
+        """Remove every entry and stale temp files; return how many entries were removed."""
+        removed = sum(self.remove(key) for key in self.keys())
+        cutoff = time.time() - STALE_TMP_SECONDS
+        for tmp in self._tmp_dir.iterdir():
+            with suppress(FileNotFoundError):
+                if os.lstat(tmp).st_mtime < cutoff:
+                    shutil.rmtree(tmp, ignore_errors=True)
+        return removed
+
+    def _unlink_entry(self, key: str) -> bool:
+        path = self._checked_path(key)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return False
+        parent = path.parent
+        while parent != self.root:  # prune directories left empty
+            try:
+                os.rmdir(parent)
+            except OSError:
+                break
+            parent = parent.parent
+        return True
+
+    def evict(self, *, keep: str | None = None) -> int:
+        """Evict least recently used entries until the total fits ``max_bytes``.
+
+        Entries in use (pinned, or being filled) and ``keep`` are skipped. Several processes
+        may evict at once: scans are serialised by a lock, and each entry is removed only
+        under both of its locks. Returns the number of entries evicted.
+        """
+        if self.max_bytes is None:
+            return 0
+        evicted = 0
+        with _locked(self._locks_dir / "evict.lock", fcntl.LOCK_EX):
+            entries = self._entries()
+            total = sum(size for _, size, _ in entries)
+            for _, size, key in sorted(entries):
+                if total <= self.max_bytes:
+                    break
+                if key != keep and self._try_evict(key):
+                    total -= size
+                    evicted += 1
+        if total > self.max_bytes:
+            logger.warning(
+                "cache %s holds %d bytes, over max_bytes=%d: the rest is in use",
+                self.root,
+                total,
+                self.max_bytes,
+            )
+        return evicted
+
+    def _try_evict(self, key: str) -> bool:
+        pin_path, fill_path = self._lock_paths(key)
+        with (
+            _locked(pin_path, fcntl.LOCK_EX | fcntl.LOCK_NB) as idle,
+            _locked(fill_path, fcntl.LOCK_EX | fcntl.LOCK_NB) as not_filling,
+        ):
+            if not (idle and not_filling):
+                return False
+            try:
+                removed = self._unlink_entry(key)
+            except InvalidKey:  # a parent became a symlink meanwhile: not ours to touch
+                return False
+            self._drop_lock_files(key)
+        if removed:
+            logger.debug("evicted %s from %s", key, self.root)
+        return removed

@@ -1,0 +1,279 @@
+"""The datasource tasks read and write through: a bucket fronted by a local file cache.
+
+Port of SimpleTasks.jl's ``bucketcachedatasource``. :meth:`BucketCacheDatasource.get` returns
+local paths of cached objects, downloading misses from the bucket in parallel straight into
+the cache (temp file, then rename), so concurrent readers in threads or processes never see
+a partial file and each object is downloaded once. :meth:`BucketCacheDatasource.put` writes
+the cache first and then uploads.
+
+When the cache has a size bound, a path returned by the datasource itself may be evicted
+later. A task should therefore work through a :meth:`BucketCacheDatasource.session`, which
+pins every key it fetched or wrote until it exits::
+
+    with datasource.session() as ds:
+        task.run(ds)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from pathlib import Path
+from typing import Protocol, overload, runtime_checkable
+
+from simpletasks.buckets import BucketService
+from simpletasks.cache import FileSystemCache
+from simpletasks.keys import validate_key
+
+logger = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class Datasource(Protocol):
+    """What task code sees: keyed objects as local files. Type task code against this."""
+
+    @overload
+    def get(self, keys: str, *, override_cache: bool = False) -> Path: ...  # type: ignore[overload-overlap]
+    @overload
+    def get(self, keys: Sequence[str], *, override_cache: bool = False) -> list[Path]: ...
+    def get(self, keys: str | Sequence[str], *, override_cache: bool = False) -> Path | list[Path]:
+        """Return the local path of one key, or the paths of several keys in order."""
+        ...
+
+    def put(self, key: str, data: bytes | Path | None = None, *, only_cache: bool = False) -> Path:
+        """Store ``data`` (or the cache entry already written) as ``key``; return its path."""
+        ...
+
+    def delete(self, key: str, *, only_cache: bool = False) -> None:
+        """Delete ``key`` from the cache and (unless ``only_cache``) the bucket."""
+        ...
+
+    def local_path(self, key: str) -> Path:
+        """Return where ``key`` lives in the local cache (no I/O)."""
+        ...
+
+
+class _DatasourceBase:
+    """get/put/delete/local_path over a bucket and a cache; subclasses decide how long pins last."""
+
+    def __init__(self, bucket: BucketService, cache: FileSystemCache, max_workers: int) -> None:
+        if not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1:
+            raise ValueError(f"max_workers must be an integer >= 1, got {max_workers!r}")
+        self.bucket = bucket
+        self.cache = cache
+        self.max_workers = max_workers
+
+    def _hold(self, key: str) -> AbstractContextManager[object]:
+        """Pin ``key`` for an operation: until it ends, or until the session ends."""
+        raise NotImplementedError
+
+    def _check_open(self) -> None:
+        """Raise ``RuntimeError`` if this view may no longer be used."""
+
+    def local_path(self, key: str) -> Path:
+        """Return where ``key`` lives in the local cache (no I/O; it may not exist yet).
+
+        Raises:
+            InvalidKey: If ``key`` is unsafe.
+        """
+        return self.cache.path(key)
+
+    @overload
+    def get(self, keys: str, *, override_cache: bool = False) -> Path: ...  # type: ignore[overload-overlap]
+    @overload
+    def get(self, keys: Sequence[str], *, override_cache: bool = False) -> list[Path]: ...
+    def get(self, keys: str | Sequence[str], *, override_cache: bool = False) -> Path | list[Path]:
+        """Return local paths of cached objects, downloading the misses from the bucket.
+
+        Misses (all keys with ``override_cache``) are downloaded in parallel, straight into
+        the cache. A key that appears twice is fetched once.
+
+        Args:
+            keys: One key, or a sequence of keys.
+            override_cache: Download every key again even if it is cached.
+
+        Returns:
+            The path for one key, or a list of paths in the order of ``keys``.
+
+        Raises:
+            InvalidKey: If any key is unsafe (checked before anything is downloaded).
+            KeyNotFound: If an object is missing from the bucket; with several failures, the
+                error of the first failed key in ``keys`` is raised. Objects that were fetched
+                stay cached whole; nothing partial is left behind.
+        """
+        if isinstance(keys, str):
+            self.cache.path(keys)
+            return self._get_many([keys], override_cache)[0]
+        key_list = list(keys)
+        for i, key in enumerate(key_list):
+            validate_key(key, what=f"keys[{i}]")
+            self.cache.path(key)
+        return self._get_many(key_list, override_cache)
+
+    def _get_many(self, keys: list[str], override: bool) -> list[Path]:
+        unique = list(dict.fromkeys(keys))
+        if len(unique) <= 1 or self.max_workers == 1:
+            for key in unique:
+                self._fetch(key, override)
+        else:
+            self._fetch_parallel(unique, override)
+        return [self.cache.path(key) for key in keys]
+
+    def _fetch_parallel(self, keys: list[str], override: bool) -> None:
+        workers = min(self.max_workers, len(keys))
+        with ThreadPoolExecutor(workers, thread_name_prefix="simpletasks-get") as pool:
+            futures = [pool.submit(self._fetch, key, override) for key in keys]
+        for future in futures:  # all have finished: raise for the first failed key
+            if (exc := future.exception()) is not None:
+                raise exc
+
+    def _fetch(self, key: str, override: bool) -> Path:
+        def download(tmp: Path) -> None:
+            logger.debug("downloading %s from %s", key, self.bucket.url)
+            self.bucket.download(key, tmp)
+
+        with self._hold(key):
+            return self.cache.fill(key, download, force=override)
+
+    def put(self, key: str, data: bytes | Path | None = None, *, only_cache: bool = False) -> Path:
+        """Write ``key`` into the cache, then upload it to the bucket unless ``only_cache``.
+
+        Args:
+            key: The key to write.
+            data: The bytes to store, a local file to copy, or ``None`` to upload the entry
+                already in the cache (for example a file the task wrote at
+                :meth:`local_path`).
+            only_cache: Write only the cache; do not upload.
+
+        Returns:
+            The cache path of ``key``.
+
+        Raises:
+            InvalidKey: If ``key`` is unsafe.
+            TypeError: If ``data`` is not bytes, a path or ``None``.
+            FileNotFoundError: If ``data`` is ``None`` and the cache has no entry for ``key``,
+                or ``data`` names a missing file.
+        """
+        path = self.cache.path(key)
+        if isinstance(data, str):
+            raise TypeError(
+                f"put({key!r}): data must be bytes, a Path or None, got str; "
+                "use Path(...) for a file name or .encode() for text"
+            )
+        if data is not None and not isinstance(data, bytes | bytearray | memoryview | os.PathLike):
+            raise TypeError(
+                f"put({key!r}): data must be bytes, a Path or None, got {type(data).__name__}"
+            )
+        with self._hold(key):
+            if isinstance(data, os.PathLike) and Path(data).resolve() == path.resolve():
+                data = None  # the caller passed the cache entry itself
+            if data is None:
+                if not self.cache.touch(key):
+                    raise FileNotFoundError(
+                        f"put({key!r}) without data uploads the cache entry {path}, which does "
+                        "not exist; write that file first or pass the data"
+                    )
+            elif isinstance(data, os.PathLike):
+                self.cache.put_file(key, Path(data))
+            else:
+                self.cache.put_bytes(key, bytes(data))
+            if not only_cache:
+                logger.debug("uploading %s to %s", key, self.bucket.url)
+                self.bucket.upload(path, key)
+        return path
+
+    def delete(self, key: str, *, only_cache: bool = False) -> None:
+        """Delete ``key`` from the cache and, unless ``only_cache``, from the bucket.
+
+        Deleting a key that does not exist is not an error.
+
+        Raises:
+            InvalidKey: If ``key`` is unsafe.
+        """
+        self._check_open()
+        self.cache.remove(key)
+        if not only_cache:
+            self.bucket.delete(key)
+
+
+class BucketCacheDatasource(_DatasourceBase):
+    """A bucket fronted by a local file cache.
+
+    Paths it returns are pinned only while the call runs; use :meth:`session` to keep them
+    pinned (safe from eviction) while a task uses them.
+
+    Args:
+        bucket: Where the objects live.
+        cache: The local cache in front of it.
+        max_workers: How many downloads :meth:`get` runs at once.
+
+    Raises:
+        ValueError: If ``max_workers`` is not a positive integer.
+    """
+
+    def __init__(
+        self, bucket: BucketService, cache: FileSystemCache, *, max_workers: int = 8
+    ) -> None:
+        super().__init__(bucket, cache, max_workers)
+
+    def __repr__(self) -> str:
+        return f"BucketCacheDatasource({self.bucket.url!r}, {self.cache!r})"
+
+    def _hold(self, key: str) -> AbstractContextManager[object]:
+        return self.cache.pin(key)
+
+    @contextmanager
+    def session(self) -> Iterator[DatasourceSession]:
+        """Open a per-task view that pins every key it gets or puts until the block exits.
+
+        The view has the same ``get``/``put``/``delete``/``local_path`` API; using it after
+        the block raises ``RuntimeError``.
+        """
+        session = DatasourceSession(self)
+        try:
+            yield session
+        finally:
+            session.close()
+
+
+class DatasourceSession(_DatasourceBase):
+    """A per-task view of a :class:`BucketCacheDatasource`; see its ``session()``."""
+
+    def __init__(self, datasource: BucketCacheDatasource) -> None:
+        super().__init__(datasource.bucket, datasource.cache, datasource.max_workers)
+        self._stack = ExitStack()
+        self._pinned: set[str] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def pinned(self) -> frozenset[str]:
+        """The keys this session holds pinned."""
+        with self._lock:
+            return frozenset(self._pinned)
+
+    def _hold(self, key: str) -> AbstractContextManager[object]:
+        with self._lock:
+            self._check_open()
+            if key not in self._pinned:
+                self._stack.enter_context(self.cache.pin(key))
+                self._pinned.add(key)
+        return nullcontext()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this datasource session is closed; open a new one")
+
+    def close(self) -> None:
+        """Release every pin; the session cannot be used afterwards."""
+        with self._lock:
+            self._closed = True
+            self._pinned.clear()
+            self._stack.close()
+
+
+__all__ = ["BucketCacheDatasource", "Datasource", "DatasourceSession"]

@@ -1,0 +1,342 @@
+"""FileSystemCache: atomic writes, key safety, locks and pins, LRU eviction."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from simpletasks.cache import FileSystemCache
+from simpletasks.errors import InvalidKey
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> FileSystemCache:
+    return FileSystemCache(tmp_path / "cache")
+
+
+def bounded(tmp_path: Path, max_bytes: int) -> FileSystemCache:
+    return FileSystemCache(tmp_path / "bounded", max_bytes=max_bytes)
+
+
+def files_under(path: Path) -> list[Path]:
+    return sorted(p for p in path.rglob("*") if p.is_file())
+
+
+def test_put_bytes_then_read(cache: FileSystemCache) -> None:
+    path = cache.put_bytes("a/b/c.dat", b"hello")
+    assert path == cache.root / "a" / "b" / "c.dat"
+    assert path.read_bytes() == b"hello"
+    assert cache.exists("a/b/c.dat")
+    assert cache.keys() == ["a/b/c.dat"]
+    assert cache.size_bytes() == 5
+
+
+def test_path_does_no_io(cache: FileSystemCache) -> None:
+    path = cache.path("x/y/z.dat")
+    assert path == cache.root / "x" / "y" / "z.dat"
+    assert not (cache.root / "x").exists()
+    assert not cache.exists("x/y/z.dat")
+
+
+def test_root_must_be_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match=r"cache root .*/file exists and is not a dir"):
+        FileSystemCache(tmp_path / "file")
+
+
+def test_put_file_copies(cache: FileSystemCache, tmp_path: Path) -> None:
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"\x00" * 1000)
+    path = cache.put_file("k", src)
+    assert path.read_bytes() == src.read_bytes()
+    assert src.exists()
+
+
+def test_put_file_missing_source(cache: FileSystemCache, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"cannot cache key 'k': source .*nope is not"):
+        cache.put_file("k", tmp_path / "nope")
+    assert cache.keys() == []
+
+
+def test_overwrite_replaces_whole(cache: FileSystemCache) -> None:
+    cache.put_bytes("k", b"old content")
+    cache.put_bytes("k", b"new")
+    assert cache.path("k").read_bytes() == b"new"
+
+
+def test_failing_writing_block_leaves_nothing(cache: FileSystemCache) -> None:
+    with pytest.raises(RuntimeError, match="boom"), cache.writing("a/k") as tmp:
+        tmp.write_bytes(b"partial")
+        raise RuntimeError("boom")
+    assert not cache.exists("a/k")
+    assert not (cache.root / "a").exists()
+    assert files_under(cache.root) == []
+
+
+def test_failing_writing_keeps_old_entry(cache: FileSystemCache) -> None:
+    cache.put_bytes("k", b"old")
+    with pytest.raises(RuntimeError), cache.writing("k") as tmp:
+        tmp.write_bytes(b"new but partial")
+        raise RuntimeError("boom")
+    assert cache.path("k").read_bytes() == b"old"
+
+
+def test_entry_invisible_until_commit(cache: FileSystemCache) -> None:
+    with cache.writing("k") as tmp:
+        tmp.write_bytes(b"data")
+        assert not cache.exists("k")
+        assert cache.keys() == []
+    assert cache.exists("k")
+
+
+def test_writing_without_creating_the_file(cache: FileSystemCache) -> None:
+    message = r"writing\('k'\) finished without creating"
+    with pytest.raises(FileNotFoundError, match=message), cache.writing("k"):
+        pass
+    assert not cache.exists("k")
+
+
+def test_writing_must_create_a_regular_file(cache: FileSystemCache, tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_text("secret")
+    message = r"writing\('k'\) must create a regular file"
+    with pytest.raises(ValueError, match=message), cache.writing("k") as tmp:
+        tmp.symlink_to(outside)
+    assert not cache.exists("k")
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("", "must not be empty"),
+        ("/etc/passwd", "is absolute"),
+        ("a/../../x", r"'\.\.' component"),
+        ("a//b", "empty"),
+        ("a\\b", "backslash"),
+        (".tmp/x", "reserves for its own files"),
+        (".locks", "reserves for its own files"),
+    ],
+)
+def test_invalid_keys_are_rejected(cache: FileSystemCache, key: str, message: str) -> None:
+    for call in (cache.path, cache.exists, cache.remove, lambda k: cache.put_bytes(k, b"x")):
+        with pytest.raises(InvalidKey, match=message):
+            call(key)
+    assert files_under(cache.root) == []
+
+
+def test_non_string_key(cache: FileSystemCache) -> None:
+    with pytest.raises(InvalidKey, match="key must be a string, got int"):
+        cache.path(3)  # type: ignore[arg-type]
+
+
+def test_key_clashing_with_entry_or_directory(cache: FileSystemCache) -> None:
+    cache.put_bytes("a", b"x")
+    with pytest.raises(InvalidKey, match=r"key 'a/b' needs .*/a to be a directory"):
+        cache.put_bytes("a/b", b"y")
+    cache.put_bytes("d/e", b"z")
+    with pytest.raises(InvalidKey, match=r"key 'd' names a directory of other entries"):
+        cache.put_bytes("d", b"w")
+    assert cache.keys() == ["a", "d/e"]
+
+
+def test_symlinked_directory_is_not_written_through(cache: FileSystemCache, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (cache.root / "evil").symlink_to(outside)
+    with pytest.raises(InvalidKey, match=r"evil \(for key 'evil/x'\) is a symlink"):
+        cache.put_bytes("evil/x", b"pwned")
+    with pytest.raises(InvalidKey, match="is a symlink"):
+        cache.put_bytes("evil/sub/x", b"pwned")
+    with pytest.raises(InvalidKey, match="is a symlink"):
+        cache.exists("evil/x")
+    assert list(outside.iterdir()) == []
+    assert cache.keys() == []
+
+
+def test_symlinked_entry_is_rejected(cache: FileSystemCache, tmp_path: Path) -> None:
+    outside = tmp_path / "secret.txt"
+    outside.write_text("secret")
+    (cache.root / "link").symlink_to(outside)
+    for call in (cache.exists, cache.touch, lambda k: cache.put_bytes(k, b"x")):
+        with pytest.raises(InvalidKey, match=r"link \(for key 'link'\) is a symlink"):
+            call("link")
+    assert outside.read_text() == "secret"
+    assert cache.keys() == []
+
+
+def test_symlinked_root_is_resolved(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "alias").symlink_to(real)
+    cache = FileSystemCache(tmp_path / "alias")
+    cache.put_bytes("k", b"x")
+    assert cache.root == real.resolve()
+    assert (real / "k").read_bytes() == b"x"
+
+
+def test_internals_never_listed(cache: FileSystemCache) -> None:
+    cache.put_bytes("k", b"x")
+    with cache.pin("k"), cache.lock("other"), cache.writing("pending") as tmp:
+        tmp.write_bytes(b"y" * 10)
+        assert cache.keys() == ["k"]
+        assert cache.size_bytes() == 1
+    assert cache.keys() == ["k", "pending"]
+
+
+def test_remove_and_clear(cache: FileSystemCache) -> None:
+    cache.put_bytes("a/b/c", b"123")
+    cache.put_bytes("a/d", b"45")
+    cache.put_bytes("e", b"6")
+    assert cache.remove("a/b/c") is True
+    assert cache.remove("a/b/c") is False
+    assert not (cache.root / "a" / "b").exists()  # emptied directories are pruned
+    assert cache.keys() == ["a/d", "e"]
+    assert cache.clear() == 2
+    assert cache.keys() == []
+    assert cache.size_bytes() == 0
+    assert list((cache.root / ".locks").iterdir()) == []  # lock files of removed keys go too
+
+
+def test_clear_removes_only_stale_temp_dirs(cache: FileSystemCache) -> None:
+    stale = cache.root / ".tmp" / "w-stale"
+    stale.mkdir()
+    (stale / "data").write_bytes(b"left by a crash")
+    os.utime(stale, (0, 0))
+    fresh = cache.root / ".tmp" / "w-fresh"
+    fresh.mkdir()
+    cache.clear()
+    assert not stale.exists()
+    assert fresh.exists()
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "10", True])
+def test_max_bytes_validation(tmp_path: Path, bad: object) -> None:
+    with pytest.raises(ValueError, match=r"max_bytes must be None or an integer >= 0, got"):
+        FileSystemCache(tmp_path, max_bytes=bad)  # type: ignore[arg-type]
+
+
+def test_fill_fetches_once_across_threads(cache: FileSystemCache) -> None:
+    calls = []
+
+    def fetch(tmp: Path) -> None:
+        calls.append(1)
+        time.sleep(0.05)
+        tmp.write_bytes(b"payload")
+
+    barrier = threading.Barrier(8)
+    results: list[Path] = []
+
+    def worker() -> None:
+        barrier.wait()
+        results.append(cache.fill("k", fetch))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
+    assert results == [cache.path("k")] * 8
+    assert cache.fill("k", fetch, force=True).read_bytes() == b"payload"
+    assert len(calls) == 2
+
+
+def test_lock_is_exclusive_between_threads(cache: FileSystemCache) -> None:
+    inside = []
+    overlap = []
+
+    def worker() -> None:
+        for _ in range(20):
+            with cache.lock("k"):
+                inside.append(1)
+                if len(inside) > 1:
+                    overlap.append(1)
+                time.sleep(0.001)
+                inside.pop()
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlap == []
+
+
+def test_lru_eviction_order(tmp_path: Path) -> None:
+    cache = bounded(tmp_path, 300)
+    for key in ("a", "b", "c"):
+        cache.put_bytes(key, b"x" * 100)
+    assert cache.touch("a")  # a is now more recent than b and c
+    cache.put_bytes("d", b"x" * 100)
+    assert cache.keys() == ["a", "c", "d"]
+    cache.put_bytes("e", b"x" * 150)  # must free 150 bytes: c, then a
+    assert cache.keys() == ["d", "e"]
+    assert cache.size_bytes() <= 300
+
+
+def test_eviction_skips_pinned_entries(tmp_path: Path) -> None:
+    cache = bounded(tmp_path, 200)
+    cache.put_bytes("a", b"x" * 100)
+    cache.put_bytes("b", b"x" * 100)
+    with cache.pin("a"):
+        cache.put_bytes("c", b"x" * 100)
+        assert cache.keys() == ["a", "c"]  # b evicted although a is older
+    cache.put_bytes("d", b"x" * 100)
+    assert cache.keys() == ["c", "d"]  # a is no longer pinned
+
+
+def test_pin_held_in_another_thread_blocks_eviction(tmp_path: Path) -> None:
+    cache = bounded(tmp_path, 100)
+    cache.put_bytes("a", b"x" * 100)
+    pinned, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with cache.pin("a"):
+            pinned.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    pinned.wait(5)
+    cache.put_bytes("b", b"x" * 100)
+    assert cache.keys() == ["a", "b"]
+    release.set()
+    thread.join()
+    assert cache.evict() == 1
+    assert cache.keys() == ["b"]
+
+
+def test_eviction_when_everything_is_in_use(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = bounded(tmp_path, 150)
+    cache.put_bytes("a", b"x" * 100)
+    with cache.pin("a"), caplog.at_level(logging.WARNING, logger="simpletasks.cache"):
+        cache.put_bytes("b", b"x" * 100)
+    assert cache.keys() == ["a", "b"]
+    assert "over max_bytes=150: the rest is in use" in caplog.text
+
+
+def test_entry_just_written_is_never_evicted(tmp_path: Path) -> None:
+    cache = bounded(tmp_path, 100)
+    cache.put_bytes("small", b"x" * 50)
+    cache.put_bytes("big", b"x" * 500)  # alone over the bound
+    assert cache.keys() == ["big"]
+    assert cache.path("big").read_bytes() == b"x" * 500
+
+
+def test_max_bytes_respected_after_many_puts(tmp_path: Path) -> None:
+    cache = bounded(tmp_path, 1000)
+    for i in range(30):
+        cache.put_bytes(f"k/{i:02d}", os.urandom(97 + i))
+        assert cache.size_bytes() <= 1000
+    remaining = cache.keys()
+    assert remaining[-1] == "k/29"
+    assert remaining == sorted(remaining)  # the most recent survive
+    locks = {p.name for p in (cache.root / ".locks").iterdir()} - {"evict.lock"}
+    assert len(locks) <= 2 * len(remaining)  # evicted keys leave no lock files behind
