@@ -242,11 +242,11 @@ class DaemonService:
             self._fail(message, None, "parse", exc, final=True)
             return
         if message.attempt > s.max_attempts:
-            exc = RuntimeError(
+            too_many = RuntimeError(
                 f"delivered {message.attempt} times, more than max_attempts={s.max_attempts} "
                 "(an earlier attempt may have crashed its daemon)"
             )
-            self._fail(message, task, "receive", exc, final=True, with_traceback=False)
+            self._fail(message, task, "receive", too_many, final=True, with_traceback=False)
             return
         logger.debug("running %r (message %s, attempt %d)", task, message.id, message.attempt)
         emit(self.hooks, "before_task", task, message)

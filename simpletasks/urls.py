@@ -22,7 +22,7 @@ class Backend:
     target: str  # "package.module:ClassName"
     extra: str | None = None  # pip extra that installs its dependencies
 
-    def load(self) -> type:
+    def load(self) -> Any:
         """Import and return the backend class.
 
         Raises:
@@ -38,8 +38,7 @@ class Backend:
                 f"backend {self.target} needs a package that is not installed "
                 f"({exc.name or exc}); install it with: {hint}"
             ) from exc
-        cls: type = getattr(module, class_name)
-        return cls
+        return getattr(module, class_name)
 
 
 QUEUE_BACKENDS: dict[str, Backend] = {

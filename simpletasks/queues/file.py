@@ -1,0 +1,316 @@
+"""``file:///abs/dir``: a lease-based queue in a directory, safe for several processes.
+
+Layout (created by the constructor)::
+
+    dir/queue/<id>__<deliveries>.json          visible messages
+    dir/leased/<id>__<attempt>__<token>.json   leased messages; file mtime = lease expiry
+    dir/tmp/                                   half-written messages
+
+Every state change is one ``os.rename``/``os.unlink``/``os.utime`` of a path, which the
+filesystem does atomically, so no locks are needed:
+
+* **send** writes ``tmp/<id>.json`` and renames it into ``queue/``.
+* **receive** claims a visible message by renaming it into ``leased/`` under a fresh token;
+  of two receivers racing for one file, the loser gets ``FileNotFoundError`` and moves on.
+  Leases whose expiry has passed are renamed back into ``queue/`` first.
+* **ack** deletes, **release** renames back, **extend** sets the expiry, each on the path
+  that holds this delivery's token: if the lease was lost and the message redelivered, that
+  path no longer exists and the call is logged and ignored.
+
+Ids start with the send time in nanoseconds, so receivers take the oldest message first.
+Lease expiry uses the wall clock (the processes must share it; they share a machine).
+All processes must see the directory on one local filesystem (renames must be atomic).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from simpletasks.errors import ConfigError
+from simpletasks.queues import Message, QueueCounts
+from simpletasks.queues._checks import (
+    check_bodies,
+    check_body,
+    check_handle,
+    check_receive_args,
+    check_seconds,
+)
+
+logger = logging.getLogger(__name__)
+
+_SEP = "__"
+_SUFFIX = ".json"
+
+_stamp_lock = threading.Lock()
+_last_stamp = 0
+
+
+def _new_id() -> str:
+    """Return a new id that sorts by send time (strictly increasing within a process)."""
+    global _last_stamp
+    with _stamp_lock:
+        _last_stamp = max(_last_stamp + 1, time.time_ns())
+        stamp = _last_stamp
+    return f"{stamp:020d}-{secrets.token_hex(4)}"
+
+
+def _split(name: str, parts: int) -> list[str] | None:
+    """Split ``<a>__<b>[__<c>].json`` into its parts, or ``None`` for foreign files."""
+    if not name.endswith(_SUFFIX):
+        return None
+    fields = name[: -len(_SUFFIX)].split(_SEP)
+    if len(fields) != parts or not fields[1].isdigit():
+        return None
+    return fields
+
+
+@dataclass(frozen=True)
+class _Lease:
+    directory: Path
+    message_id: str
+    attempt: int
+    token: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.message_id}{_SEP}{self.attempt}{_SEP}{self.token}{_SUFFIX}"
+
+
+class FileQueue:
+    """A queue stored as files in ``directory``; see the module docstring for the design.
+
+    Args:
+        directory: Absolute path of the queue directory; created if missing.
+        poll_interval: Seconds between directory scans while ``receive`` waits.
+
+    Raises:
+        ConfigError: If ``directory`` is relative or cannot be used as a directory.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], *, poll_interval: float = 0.05) -> None:
+        path = Path(directory)
+        if not path.is_absolute():
+            raise ConfigError(f"file queue directory must be absolute, got {str(path)!r}")
+        self.poll_interval = check_seconds("poll_interval", poll_interval)
+        self.directory = path
+        self.url = path.as_uri()
+        self._queue = path / "queue"
+        self._leased = path / "leased"
+        self._tmp = path / "tmp"
+        for sub in (self._queue, self._leased, self._tmp):
+            try:
+                sub.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"cannot use {str(path)!r} as a file queue: {exc}") from exc
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> FileQueue:
+        """Open ``file:///absolute/dir``; ``kwargs`` go to the constructor.
+
+        Raises:
+            ConfigError: If the URL is not of the form ``file:///absolute/path``.
+        """
+        parts = urlsplit(url)
+        if parts.scheme.lower() != "file" or not url.lower().startswith("file://"):
+            raise ConfigError(f"not a file queue URL: {url!r} (expected file:///absolute/path)")
+        if parts.netloc:
+            raise ConfigError(
+                f"file queue URL {url!r} names host {parts.netloc!r}; use three slashes and "
+                f"an absolute path, as in file:///{parts.netloc}{parts.path}"
+            )
+        if parts.query or parts.fragment:
+            raise ConfigError(f"file queue URL {url!r} must not have a query or fragment")
+        path = unquote(parts.path)
+        if not path.startswith("/"):
+            raise ConfigError(f"file queue URL {url!r} has no absolute path (file:///dir)")
+        return cls(path, **kwargs)
+
+    # receiving
+
+    def receive(
+        self, max_messages: int = 1, *, wait_seconds: float = 0.0, lease_seconds: float = 30.0
+    ) -> list[Message]:
+        """Lease up to ``max_messages`` messages, polling up to ``wait_seconds`` for the first."""
+        check_receive_args(max_messages, wait_seconds, lease_seconds)
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            messages = self._claim(max_messages, lease_seconds)
+            remaining = deadline - time.monotonic()
+            if messages or remaining <= 0:
+                return messages
+            time.sleep(min(self.poll_interval, remaining))
+
+    def _claim(self, max_messages: int, lease_seconds: float) -> list[Message]:
+        self._reclaim_expired()
+        messages: list[Message] = []
+        for name in sorted(self._list(self._queue)):
+            fields = _split(name, 2)
+            if fields is None:
+                continue
+            message = self._claim_one(name, fields[0], int(fields[1]) + 1, lease_seconds)
+            if message is not None:
+                messages.append(message)
+                if len(messages) >= max_messages:
+                    break
+        return messages
+
+    def _claim_one(
+        self, name: str, message_id: str, attempt: int, lease_seconds: float
+    ) -> Message | None:
+        lease = _Lease(self.directory, message_id, attempt, secrets.token_hex(8))
+        src, dst = self._queue / name, self._leased / lease.name
+        expiry = time.time_ns() + int(lease_seconds * 1e9)
+        try:
+            # Set the expiry before the rename too, so the leased file never shows an old
+            # mtime that another receiver would take for an expired lease.
+            os.utime(src, ns=(expiry, expiry))
+            os.rename(src, dst)
+            os.utime(dst, ns=(expiry, expiry))
+            with open(dst, encoding="utf-8") as fh:
+                body = json.load(fh)["body"]
+        except FileNotFoundError:
+            return None  # another receiver won this one
+        except (ValueError, KeyError, TypeError) as exc:
+            logger.error("%s: message file %s is unreadable (%s); set aside", self.url, name, exc)
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(dst, dst.with_name(dst.name + ".corrupt"))
+            return None
+        return Message(message_id, body, attempt, lease)
+
+    def _reclaim_expired(self) -> None:
+        now = time.time_ns()
+        for name in self._list(self._leased):
+            fields = _split(name, 3)
+            if fields is None:
+                continue
+            path = self._leased / name
+            try:
+                if path.stat().st_mtime_ns > now:
+                    continue
+                os.rename(path, self._queue / f"{fields[0]}{_SEP}{fields[1]}{_SUFFIX}")
+            except FileNotFoundError:
+                continue  # acked, released or reclaimed meanwhile
+            logger.debug("%s: lease of message %s expired", self.url, fields[0])
+
+    @staticmethod
+    def _list(directory: Path) -> list[str]:
+        try:
+            return os.listdir(directory)
+        except FileNotFoundError:
+            return []
+
+    # settling
+
+    def _lease_path(self, message: Message) -> Path:
+        lease: _Lease = check_handle(message, _Lease, "file queue")
+        if lease.directory != self.directory:
+            raise ValueError(
+                f"message {message.id!r} was received from {lease.directory.as_uri()}, "
+                f"not from {self.url}"
+            )
+        return self._leased / lease.name
+
+    def _lost(self, message: Message, action: str) -> None:
+        logger.warning(
+            "%s: %s of message %s ignored: its lease ended and it was redelivered, acked or "
+            "released",
+            self.url,
+            action,
+            message.id,
+        )
+
+    def ack(self, message: Message) -> None:
+        """Delete a received message; ignored (with a warning) if its lease was lost."""
+        self.ack_many([message])
+
+    def ack_many(self, messages: Sequence[Message]) -> None:
+        """Delete several received messages (each as :meth:`ack`)."""
+        paths = [self._lease_path(message) for message in messages]
+        for message, path in zip(messages, paths, strict=True):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                self._lost(message, "ack")
+
+    def release(self, message: Message) -> None:
+        """Make a received message visible again at once."""
+        path = self._lease_path(message)
+        lease: _Lease = message.handle
+        target = self._queue / f"{lease.message_id}{_SEP}{lease.attempt}{_SUFFIX}"
+        try:
+            os.rename(path, target)
+        except FileNotFoundError:
+            self._lost(message, "release")
+
+    def extend(self, message: Message, lease_seconds: float) -> None:
+        """Set the message's lease to end ``lease_seconds`` from now."""
+        check_seconds("lease_seconds", lease_seconds)
+        path = self._lease_path(message)
+        expiry = time.time_ns() + int(lease_seconds * 1e9)
+        try:
+            os.utime(path, ns=(expiry, expiry))
+        except FileNotFoundError:
+            self._lost(message, "extend")
+
+    # sending
+
+    def send(self, body: str) -> None:
+        """Enqueue one message."""
+        self._write(check_body(body))
+
+    def send_batch(self, bodies: Sequence[str]) -> None:
+        """Enqueue many messages; all bodies are checked before any is written."""
+        for body in check_bodies(bodies):
+            self._write(body)
+
+    def _write(self, body: str) -> None:
+        message_id = _new_id()
+        tmp = self._tmp / f"{message_id}{_SUFFIX}"
+        with open(tmp, "x", encoding="utf-8") as fh:
+            json.dump({"body": body}, fh, ensure_ascii=False)
+        os.rename(tmp, self._queue / f"{message_id}{_SEP}0{_SUFFIX}")
+
+    # inspecting
+
+    def counts(self) -> QueueCounts:
+        """Return visible (expired leases included) and in-flight counts."""
+        visible = sum(1 for name in self._list(self._queue) if _split(name, 2))
+        in_flight = 0
+        now = time.time_ns()
+        for name in self._list(self._leased):
+            if _split(name, 3) is None:
+                continue
+            try:
+                expired = (self._leased / name).stat().st_mtime_ns <= now
+            except FileNotFoundError:
+                continue
+            if expired:
+                visible += 1
+            else:
+                in_flight += 1
+        return QueueCounts(visible=visible, in_flight=in_flight)
+
+    def purge(self) -> None:
+        """Delete every message, leased ones included."""
+        for directory, parts in ((self._queue, 2), (self._leased, 3)):
+            for name in self._list(directory):
+                if _split(name, parts) is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(directory / name)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def __repr__(self) -> str:
+        return f"FileQueue({self.url!r})"
