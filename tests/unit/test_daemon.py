@@ -1,0 +1,325 @@
+"""The daemon's logic on in-process memory backends (the contract suites test the backends)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tasktypes import FailTask, SleepTask
+
+from simpletasks.buckets import open_bucket
+from simpletasks.buckets.memory import MemoryBucket
+from simpletasks.cache import FileSystemCache
+from simpletasks.daemon import DaemonService
+from simpletasks.datasource import BucketCacheDatasource
+from simpletasks.hooks import Hook
+from simpletasks.message import BasicInfo, TaskMessage
+from simpletasks.queues import Message, open_queue
+from simpletasks.queues.memory import MemoryQueue
+from simpletasks.registry import TaskRegistry
+from simpletasks.settings import DaemonSettings
+from simpletasks.tasks.noop import NoOpTask, make_example_job
+
+FAST = dict(wait_seconds=0.05, idle_max_seconds=0.05, retry_delay_seconds=0, burst=True)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_memory() -> Iterator[None]:
+    MemoryQueue.reset_all()
+    MemoryBucket.reset_all()
+    yield
+    MemoryQueue.reset_all()
+    MemoryBucket.reset_all()
+
+
+@pytest.fixture
+def registry() -> TaskRegistry:
+    reg = TaskRegistry()
+    for cls in (NoOpTask, SleepTask, FailTask):
+        reg.register(cls)
+    return reg
+
+
+def make_daemon(tmp_path: Path, registry: TaskRegistry, **settings: object) -> DaemonService:
+    datasource = BucketCacheDatasource(open_bucket("mem://data"), FileSystemCache(tmp_path / "c"))
+    return DaemonService(
+        queue=open_queue("mem://tasks"),
+        registry=registry,
+        datasource=datasource,
+        error_queue=open_queue("mem://errors"),
+        done_queue=open_queue("mem://done"),
+        settings=DaemonSettings(**{**FAST, **settings}),  # type: ignore[arg-type]
+    )
+
+
+def drain(url: str) -> list[dict]:
+    queue = open_queue(url)
+    out = []
+    while batch := queue.receive(10):
+        for m in batch:
+            out.append(json.loads(m.body))
+            queue.ack(m)
+    return out
+
+
+def send(*bodies: str) -> None:
+    open_queue("mem://tasks").send_batch(list(bodies))
+
+
+def task(name: str, payload: object, task_id: int = 1) -> str:
+    return TaskMessage(BasicInfo(task_id, name, "d"), payload).to_json()
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_noop_example_end_to_end(tmp_path: Path, registry: TaskRegistry) -> None:
+    bucket = open_bucket("mem://data")
+    job = make_example_job(bucket)
+    send(*(t.to_json() for t in job))
+    stats = make_daemon(tmp_path, registry, concurrency=3).run()
+    assert (stats.received, stats.succeeded, stats.dead_lettered) == (9, 9, 0)
+    outputs = list(bucket.list("datasets/noop_dataset/0_output/"))
+    assert len(outputs) == 10
+    for key in outputs:
+        in_key = key.replace("0_output", "0_input")
+        assert _read(bucket, key) == _read(bucket, in_key)
+    done = drain("mem://done")
+    assert sorted(r["task_id"] for r in done) == list(range(1, 10))
+    assert done[0]["kind"] == "done" and done[0]["host"]["pid"] > 0
+    assert drain("mem://errors") == []
+    assert open_queue("mem://tasks").counts().visible == 0
+
+
+@pytest.mark.parametrize("phase", ["prepare", "execute", "finalize", "result"])
+def test_failure_in_each_phase_retries_then_reports_final(
+    tmp_path: Path, registry: TaskRegistry, phase: str
+) -> None:
+    log = tmp_path / "log"
+    send(task("FAIL", {"phase": phase, "log": str(log)}))
+    stats = make_daemon(tmp_path, registry, max_attempts=3).run()
+    assert len(lines(log)) == 3
+    reports = drain("mem://errors")
+    assert [r["attempt"] for r in reports] == [1, 2, 3]
+    assert [r["final"] for r in reports] == [False, False, True]
+    expected_phase = "execute" if phase == "result" else phase
+    for r in reports:
+        assert r["phase"] == expected_phase
+        assert r["task_name"] == "FAIL" and r["task_id"] == 1
+        assert r["body"]["payload_info"]["phase"] == phase  # the original message, parsed
+        assert r["host"]["hostname"]
+        assert r["traceback"].startswith("Traceback")
+    if phase == "result":
+        assert reports[0]["error_type"] == "TaskFailed"
+        assert "planned unsuccessful result" in reports[0]["error_message"]
+    else:
+        assert reports[0]["error_type"] == "RuntimeError"
+        assert f"planned failure in {phase}" in reports[0]["error_message"]
+    assert (stats.retried, stats.dead_lettered, stats.succeeded) == (2, 1, 0)
+    assert drain("mem://done") == []
+    counts = open_queue("mem://tasks").counts()
+    assert (counts.visible, counts.in_flight) == (0, 0)
+
+
+def test_transient_failure_succeeds_on_retry(tmp_path: Path, registry: TaskRegistry) -> None:
+    log = tmp_path / "log"
+    send(task("FAIL", {"phase": "execute", "log": str(log), "times": 1}))
+    stats = make_daemon(tmp_path, registry, max_attempts=3).run()
+    assert (stats.succeeded, stats.retried) == (1, 1)
+    assert [r["final"] for r in drain("mem://errors")] == [False]
+    assert [r["attempt"] for r in drain("mem://done")] == [2]
+
+
+MALFORMED = [
+    ("not json at all", "not JSON"),
+    ('{"basic_info": {"id": "x", "name": "NO_OP"}}', "basic_info.id must be an integer"),
+    ('{"basic_info": {"id": 1, "name": "NOPE"}}', "no task type named 'NOPE'"),
+    (
+        '{"basic_info": {"id": 1, "name": "SLEEP"}, "payload_info": {"seconds": "x", "log": "l"}}',
+        "payload_info.seconds must be a number",
+    ),
+    (
+        '{"basic_info": {"id": 1, "name": "NO_OP", "inputs": ["../../etc/passwd"]}}',
+        "'..' component",
+    ),
+    ("[]", "must be a JSON object"),
+    ("\u2603" * 1000, "not JSON"),
+]
+
+
+def test_malformed_messages_go_to_the_error_queue_at_once(
+    tmp_path: Path, registry: TaskRegistry
+) -> None:
+    log = tmp_path / "log"
+    good = [task("SLEEP", {"seconds": 0, "log": str(log)}, i) for i in range(5)]
+    send(
+        *[b for pair in zip(good, [m for m, _ in MALFORMED], strict=False) for b in pair],
+        *[m for m, _ in MALFORMED[len(good) :]],
+    )
+    stats = make_daemon(tmp_path, registry, concurrency=2).run()
+    assert stats.succeeded == 5
+    assert len([x for x in lines(log) if x.startswith("end")]) == 5
+    reports = drain("mem://errors")
+    assert len(reports) == len(MALFORMED)
+    by_body = {
+        json.dumps(r["body"]) if not isinstance(r["body"], str) else r["body"]: r for r in reports
+    }
+    for body, reason in MALFORMED:
+        key = body if body in by_body else json.dumps(json.loads(body))
+        report = by_body[key]
+        assert reason in report["error_message"], report
+        assert report["phase"] == "parse" and report["final"] and report["attempt"] == 1
+    assert "not JSON" in by_body["not json at all"]["error_message"]
+    assert by_body["not json at all"]["body"] == "not json at all"  # raw text kept
+
+
+def test_a_task_longer_than_three_leases_runs_once(tmp_path: Path, registry: TaskRegistry) -> None:
+    log = tmp_path / "log"
+    send(task("SLEEP", {"seconds": 3.5, "log": str(log)}))
+    a = make_daemon(tmp_path, registry, lease_seconds=1, burst=False, max_tasks=1)
+    b = make_daemon(tmp_path / "b", registry, lease_seconds=1, burst=False)
+    tb = threading.Thread(target=b.run)
+    tb.start()
+    stats = a.run()
+    b.stop()
+    tb.join(10)
+    assert stats.succeeded == 1 and b.stats.received == 0
+    assert lines(log) == ["start 1", "end 1"]
+
+
+def test_stop_releases_the_lease_of_an_unfinished_task(
+    tmp_path: Path, registry: TaskRegistry
+) -> None:
+    log = tmp_path / "log"
+    send(task("SLEEP", {"seconds": 3, "log": str(log)}))
+    daemon = make_daemon(tmp_path, registry, lease_seconds=30, grace_seconds=0, burst=False)
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    _wait_for(lambda: lines(log) == ["start 1"])
+    stopped = time.monotonic()
+    daemon.stop()
+    queue = open_queue("mem://tasks")
+    _wait_for(lambda: queue.counts().visible == 1, timeout=1.0)
+    assert time.monotonic() - stopped < 1.0
+    thread.join(5)
+    assert not thread.is_alive()
+    assert daemon.stats.released == 1 and daemon.stats.succeeded == 0
+
+
+def test_stop_waits_for_running_tasks_within_grace(tmp_path: Path, registry: TaskRegistry) -> None:
+    log = tmp_path / "log"
+    send(task("SLEEP", {"seconds": 0.5, "log": str(log)}))
+    daemon = make_daemon(tmp_path, registry, grace_seconds=10, burst=False)
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    _wait_for(lambda: lines(log) == ["start 1"])
+    daemon.stop()
+    thread.join(10)
+    assert daemon.stats.succeeded == 1 and daemon.stats.released == 0
+    assert open_queue("mem://tasks").counts().visible == 0
+
+
+def test_max_tasks_stops_after_that_many(tmp_path: Path, registry: TaskRegistry) -> None:
+    log = tmp_path / "log"
+    send(*[task("SLEEP", {"seconds": 0, "log": str(log)}, i) for i in range(7)])
+    stats = make_daemon(tmp_path, registry, burst=False, max_tasks=3).run()
+    assert stats.received == 3 and stats.succeeded == 3
+    assert open_queue("mem://tasks").counts().visible == 4
+
+
+def test_burst_waits_for_delayed_retries(tmp_path: Path, registry: TaskRegistry) -> None:
+    log = tmp_path / "log"
+    send(task("FAIL", {"phase": "execute", "log": str(log), "times": 1}))
+    stats = make_daemon(tmp_path, registry, retry_delay_seconds=1).run()
+    assert stats.succeeded == 1  # burst did not exit while the retry was invisible
+
+
+def test_message_past_attempt_limit_is_reported_without_running(
+    tmp_path: Path, registry: TaskRegistry
+) -> None:
+    log = tmp_path / "log"
+    send(task("SLEEP", {"seconds": 0, "log": str(log)}))
+    queue = open_queue("mem://tasks")
+    for _ in range(2):  # two deliveries whose daemon "crashed"
+        (m,) = queue.receive(1)
+        queue.release(m)
+    stats = make_daemon(tmp_path, registry, max_attempts=2).run()
+    assert lines(log) == []
+    (report,) = drain("mem://errors")
+    assert report["phase"] == "receive" and report["final"] and report["attempt"] == 3
+    assert "more than max_attempts=2" in report["error_message"]
+    assert stats.dead_lettered == 1
+
+
+class BrokenQueue:
+    """An error queue that refuses every report."""
+
+    url = "mem://broken"
+
+    def send(self, body: str) -> None:
+        raise ConnectionError("error queue down")
+
+
+def test_unwritable_error_report_keeps_the_message(tmp_path: Path, registry: TaskRegistry) -> None:
+    log = tmp_path / "log"
+    send(task("FAIL", {"phase": "execute", "log": str(log)}))
+    daemon = make_daemon(
+        tmp_path, registry, max_attempts=1, burst=False, max_tasks=1, retry_delay_seconds=30
+    )
+    daemon.error_queue = BrokenQueue()  # type: ignore[assignment]
+    stats = daemon.run()
+    assert stats.dead_lettered == 0 and stats.retried == 1
+    counts = open_queue("mem://tasks").counts()
+    assert (counts.visible, counts.in_flight) == (0, 1)  # still there, waiting to retry
+
+
+class Recorder(Hook):
+    def __init__(self, calls: list[str], name: str) -> None:
+        self.calls, self.name = calls, name
+
+    def before_task(self, task: object, message: Message) -> None:
+        self.calls.append(f"{self.name}.before")
+
+    def after_task(self, task: object, message: Message, result: object) -> None:
+        self.calls.append(f"{self.name}.after")
+        raise ValueError("broken hook")
+
+    def on_error(self, message: Message, report: object) -> None:
+        self.calls.append(f"{self.name}.error")
+
+
+def test_hooks_run_in_order_and_their_errors_are_ignored(
+    tmp_path: Path, registry: TaskRegistry
+) -> None:
+    log = tmp_path / "log"
+    send(task("SLEEP", {"seconds": 0, "log": str(log)}), task("NOPE", None))
+    calls: list[str] = []
+    daemon = make_daemon(tmp_path, registry)
+    daemon.hooks = [Recorder(calls, "a"), Recorder(calls, "b")]
+    stats = daemon.run()
+    assert stats.succeeded == 1
+    assert calls.count("a.before") == 1
+    i = calls.index("a.before")
+    assert calls[i : i + 4] == ["a.before", "b.before", "b.after", "a.after"]
+    assert "b.error" in calls and "a.error" in calls
+
+
+def _wait_for(predicate: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
+
+
+def _read(bucket: object, key: str) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    bucket.download_fileobj(key, buf)  # type: ignore[attr-defined]
+    return buf.getvalue()
