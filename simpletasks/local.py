@@ -48,10 +48,12 @@ def run_local(
     from simpletasks.tasks.noop import NoOpTask, make_example_job
 
     with MotoServer() as moto, tempfile.TemporaryDirectory(prefix="simpletasks-") as tmp:
-        aws = {"endpoint_url": moto.endpoint_url, "region_name": "us-east-1", "create": True}
         echo(f"moto server (SQS + S3) on {moto.endpoint_url}")
-        tasks_q, errors_q, done_q = (open_queue(f"sqs://{name}", **aws) for name in QUEUES)
-        bucket = open_bucket(f"s3://{BUCKET}", **aws)
+        sqs, s3 = moto.client("sqs"), moto.client("s3")
+        tasks_q, errors_q, done_q = (
+            open_queue(f"sqs://{name}", client=sqs, create=True) for name in QUEUES
+        )
+        bucket = open_bucket(f"s3://{BUCKET}", client=s3, create=True)
         echo(f"created queues {', '.join(QUEUES)} and bucket s3://{BUCKET}")
 
         job = make_example_job(bucket)

@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from types import TracebackType
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,19 @@ class MotoServer:
     def env(self) -> dict[str, str]:
         """Environment variables that point boto3 at this server with fake credentials."""
         return {**FAKE_AWS_ENV, "AWS_ENDPOINT_URL": self.endpoint_url}
+
+    def client(self, service: str) -> Any:
+        """Return a boto3 client for ``service`` on this server, with fake credentials."""
+        from simpletasks import aws
+
+        return aws.make_client(
+            service,
+            endpoint_url=self.endpoint_url,
+            region_name=FAKE_AWS_ENV["AWS_DEFAULT_REGION"],
+            aws_access_key_id=FAKE_AWS_ENV["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=FAKE_AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+            aws_session_token=FAKE_AWS_ENV["AWS_SESSION_TOKEN"],
+        )
 
     def start(self) -> MotoServer:
         """Start the server and wait until it answers."""

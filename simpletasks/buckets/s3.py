@@ -19,11 +19,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import boto3
 from boto3.s3.transfer import TransferConfig
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from simpletasks import aws
 from simpletasks.buckets.file import atomic_path, validate_prefix
 from simpletasks.errors import ConfigError, IntegrityError, InvalidKey, KeyNotFound
 from simpletasks.keys import validate_key
@@ -49,18 +48,8 @@ def default_transfer_config() -> TransferConfig:
 
 
 def make_client(*, endpoint_url: str | None = None, region_name: str | None = None) -> Any:
-    """Create an S3 client with retries and a connection pool sized for threaded transfers.
-
-    Args:
-        endpoint_url: Overrides the endpoint boto3 would pick (``AWS_ENDPOINT_URL`` etc.).
-        region_name: Overrides the region boto3 would pick.
-    """
-    config = Config(
-        retries={"mode": "standard", "max_attempts": 5},
-        max_pool_connections=50,
-    )
-    session = boto3.session.Session()
-    return session.client("s3", endpoint_url=endpoint_url, region_name=region_name, config=config)
+    """Return an S3 client with our retry and pool settings (see :mod:`simpletasks.aws`)."""
+    return aws.make_client("s3", endpoint_url=endpoint_url, region_name=region_name)
 
 
 def file_md5(path: Path) -> str:

@@ -20,10 +20,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import ClientError, NoRegionError
+from botocore.exceptions import ClientError
 
+from simpletasks import aws
 from simpletasks.errors import ConfigError, SimpleTasksError
 from simpletasks.queues import Message, QueueCounts, _checks
 
@@ -56,20 +55,8 @@ class _Receipt:
 
 
 def make_client(*, endpoint_url: str | None = None, region_name: str | None = None) -> Any:
-    """Return an SQS client with standard retries and a connection pool for many threads.
-
-    Raises:
-        ConfigError: If no region is configured.
-    """
-    config = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=50)
-    try:
-        return boto3.session.Session().client(
-            "sqs", endpoint_url=endpoint_url, region_name=region_name, config=config
-        )
-    except NoRegionError as exc:
-        raise ConfigError(
-            "no AWS region configured for SQS: set AWS_DEFAULT_REGION or pass region_name="
-        ) from exc
+    """Return an SQS client with our retry and pool settings (see :mod:`simpletasks.aws`)."""
+    return aws.make_client("sqs", endpoint_url=endpoint_url, region_name=region_name)
 
 
 def _check_name(name: Any) -> str:
