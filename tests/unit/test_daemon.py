@@ -181,15 +181,21 @@ def test_malformed_messages_go_to_the_error_queue_at_once(
 def test_a_task_longer_than_three_leases_runs_once(tmp_path: Path, registry: TaskRegistry) -> None:
     log = tmp_path / "log"
     send(task("SLEEP", {"seconds": 3.5, "log": str(log)}))
-    a = make_daemon(tmp_path, registry, lease_seconds=1, burst=False, max_tasks=1)
-    b = make_daemon(tmp_path / "b", registry, lease_seconds=1, burst=False)
-    tb = threading.Thread(target=b.run)
-    tb.start()
-    stats = a.run()
-    b.stop()
-    tb.join(10)
-    assert stats.succeeded == 1 and b.stats.received == 0
+    daemons = [
+        make_daemon(tmp_path / name, registry, lease_seconds=1, burst=False) for name in "ab"
+    ]
+    threads = [threading.Thread(target=d.run, daemon=True) for d in daemons]
+    for thread in threads:
+        thread.start()
+    _wait_for(lambda: "end 1" in lines(log))
+    time.sleep(1.5)  # more than a lease: a lost lease would show up as a second run
+    for daemon in daemons:
+        daemon.stop()
+    for thread in threads:
+        thread.join(10)
     assert lines(log) == ["start 1", "end 1"]
+    assert sum(d.stats.received for d in daemons) == 1
+    assert sum(d.stats.succeeded for d in daemons) == 1
 
 
 def test_stop_releases_the_lease_of_an_unfinished_task(
@@ -198,7 +204,7 @@ def test_stop_releases_the_lease_of_an_unfinished_task(
     log = tmp_path / "log"
     send(task("SLEEP", {"seconds": 3, "log": str(log)}))
     daemon = make_daemon(tmp_path, registry, lease_seconds=30, grace_seconds=0, burst=False)
-    thread = threading.Thread(target=daemon.run)
+    thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
     _wait_for(lambda: lines(log) == ["start 1"])
     stopped = time.monotonic()
@@ -215,7 +221,7 @@ def test_stop_waits_for_running_tasks_within_grace(tmp_path: Path, registry: Tas
     log = tmp_path / "log"
     send(task("SLEEP", {"seconds": 0.5, "log": str(log)}))
     daemon = make_daemon(tmp_path, registry, grace_seconds=10, burst=False)
-    thread = threading.Thread(target=daemon.run)
+    thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
     _wait_for(lambda: lines(log) == ["start 1"])
     daemon.stop()
