@@ -41,5 +41,6 @@ def make_client(
         )
     except NoRegionError as exc:
         raise ConfigError(
-            f"no AWS region configured for {service.upper()}: set AWS_DEFAULT_REGION or pass region_name="
+            f"no AWS region configured for {service.upper()}: "
+            "set AWS_DEFAULT_REGION or pass region_name="
         ) from exc
