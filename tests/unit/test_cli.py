@@ -1,0 +1,159 @@
+"""The command line, driven through click's runner on file:// backends."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from simpletasks.cli import main
+from simpletasks.queues import open_queue
+
+
+@pytest.fixture
+def urls(tmp_path: Path) -> dict[str, str]:
+    return {
+        "queue": f"file://{tmp_path}/tasks",
+        "errors": f"file://{tmp_path}/errors",
+        "done": f"file://{tmp_path}/done",
+        "bucket": f"file://{tmp_path}/bucket",
+        "cache": str(tmp_path / "cache"),
+    }
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> object:
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+def test_schedule_run_status_purge_through_env_vars(urls: dict[str, str], tmp_path: Path) -> None:
+    result = invoke(
+        "schedule", "--queue", urls["queue"], "--bucket", urls["bucket"], "--example", "noop"
+    )
+    assert result.exit_code == 0, result.output
+    assert "sent 9 task(s)" in result.output
+
+    result = invoke("status", urls["queue"], urls["errors"])
+    assert f"{urls['queue']}\tvisible=9\tin_flight=0" in result.output
+
+    env = {
+        "SIMPLETASKS_QUEUE": urls["queue"],
+        "SIMPLETASKS_ERROR_QUEUE": urls["errors"],
+        "SIMPLETASKS_DONE_QUEUE": urls["done"],
+        "SIMPLETASKS_BUCKET": urls["bucket"],
+        "SIMPLETASKS_CACHE_DIR": urls["cache"],
+        "SIMPLETASKS_CONCURRENCY": "3",
+        "SIMPLETASKS_WAIT_SECONDS": "0.1",
+        "SIMPLETASKS_BURST": "1",
+    }
+    result = invoke("run", env=env)
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.output.strip().splitlines()[-1])
+    assert stats["succeeded"] == 9 and stats["dead_lettered"] == 0
+    outputs = sorted(p.name for p in (tmp_path / "bucket/datasets/noop_dataset/0_output").iterdir())
+    assert outputs == sorted(f"{i}.dat" for i in range(1, 11))
+    assert open_queue(urls["done"]).counts().visible == 9
+
+    result = invoke("purge", urls["done"], "--yes")
+    assert result.exit_code == 0 and open_queue(urls["done"]).counts().visible == 0
+
+
+def test_schedule_from_a_file_validates_every_line_first(
+    urls: dict[str, str], tmp_path: Path
+) -> None:
+    good = '{"basic_info": {"id": 1, "name": "NO_OP"}}'
+    messages = tmp_path / "tasks.jsonl"
+    messages.write_text(f"{good}\n\n{good}\n")
+    result = invoke("schedule", "--queue", urls["queue"], str(messages))
+    assert result.exit_code == 0 and "sent 2 task(s)" in result.output
+
+    messages.write_text(f"{good}\n{{not json\n")
+    result = invoke("schedule", "--queue", urls["queue"], str(messages))
+    assert result.exit_code == 1
+    assert "not JSON" in result.output
+    assert open_queue(urls["queue"]).counts().visible == 2  # nothing more was sent
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["run"], "Missing option '--queue'"),
+        (
+            ["run", "--queue", "nope://x", "--error-queue", "mem://e", "--bucket", "mem://b"],
+            "no queue backend for nope:// in 'nope://x'; known: file://, mem://, sqs://",
+        ),
+        (
+            ["run", "--queue", "mem://q", "--error-queue", "mem://e", "--bucket", "ftp://b"],
+            "no bucket backend for ftp://",
+        ),
+        (
+            [
+                "run",
+                "--queue",
+                "file://relative",
+                "--error-queue",
+                "mem://e",
+                "--bucket",
+                "mem://b",
+            ],
+            "file://",
+        ),
+        (
+            [
+                "run",
+                "--queue",
+                "mem://q",
+                "--error-queue",
+                "mem://e",
+                "--bucket",
+                "mem://b",
+                "--task",
+                "no_such_module:Task",
+            ],
+            "cannot import 'no_such_module:Task'",
+        ),
+        (
+            [
+                "run",
+                "--queue",
+                "mem://q",
+                "--error-queue",
+                "mem://e",
+                "--bucket",
+                "mem://b",
+                "--task",
+                "nocolon",
+            ],
+            "'nocolon' is not of the form module:Class",
+        ),
+        (
+            [
+                "run",
+                "--queue",
+                "mem://q",
+                "--error-queue",
+                "mem://e",
+                "--bucket",
+                "mem://b",
+                "--concurrency",
+                "0",
+            ],
+            "0 is not in the range x>=1",
+        ),
+        (["schedule", "--queue", "mem://q"], "give either --example or MESSAGES_FILE"),
+        (["schedule", "--queue", "mem://q", "--example", "noop"], "--example needs --bucket"),
+        (["status", "bogus"], "is not a URL of the form scheme://"),
+    ],
+)
+def test_wrong_arguments_get_clear_errors(args: list[str], expected: str) -> None:
+    result = invoke(*args)
+    assert result.exit_code != 0
+    assert expected in result.output
+
+
+def test_purge_asks_first(urls: dict[str, str]) -> None:
+    open_queue(urls["queue"]).send("x")
+    result = CliRunner().invoke(main, ["purge", urls["queue"]], input="n\n")
+    assert result.exit_code == 1 and "Aborted" in result.output
+    assert open_queue(urls["queue"]).counts().visible == 1
