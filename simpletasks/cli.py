@@ -41,6 +41,7 @@ def _setup_logging(level: str) -> None:
 @click.option(
     "--log-level",
     default="info",
+    show_envvar=True,
     envvar=_env("LOG_LEVEL"),
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
@@ -86,6 +87,7 @@ def build_datasource(bucket_url: str, cache_dir: str, cache_max_bytes: int | Non
     "--queue",
     "queue_url",
     required=True,
+    show_envvar=True,
     envvar=_env("QUEUE"),
     help="Task queue URL (sqs://name, file:///dir, mem://name).",
 )
@@ -93,12 +95,14 @@ def build_datasource(bucket_url: str, cache_dir: str, cache_max_bytes: int | Non
     "--error-queue",
     "error_url",
     required=True,
+    show_envvar=True,
     envvar=_env("ERROR_QUEUE"),
     help="Queue that receives an error report for every failure.",
 )
 @click.option(
     "--done-queue",
     "done_url",
+    show_envvar=True,
     envvar=_env("DONE_QUEUE"),
     help="Queue that receives a done report for every success (optional).",
 )
@@ -106,6 +110,7 @@ def build_datasource(bucket_url: str, cache_dir: str, cache_max_bytes: int | Non
     "--bucket",
     "bucket_url",
     required=True,
+    show_envvar=True,
     envvar=_env("BUCKET"),
     help="Bucket URL (s3://bucket/prefix, file:///dir).",
 )
@@ -113,12 +118,14 @@ def build_datasource(bucket_url: str, cache_dir: str, cache_max_bytes: int | Non
     "--cache-dir",
     default=DEFAULT_CACHE,
     show_default=True,
+    show_envvar=True,
     envvar=_env("CACHE_DIR"),
     help="Local file cache directory.",
 )
 @click.option(
     "--cache-max-bytes",
     type=click.IntRange(min=1),
+    show_envvar=True,
     envvar=_env("CACHE_MAX_BYTES"),
     help="Bound the cache; least recently used entries not in use are evicted.",
 )
@@ -126,6 +133,7 @@ def build_datasource(bucket_url: str, cache_dir: str, cache_max_bytes: int | Non
     "--task",
     "task_paths",
     multiple=True,
+    show_envvar=True,
     envvar=_env("TASKS"),
     help="Task class to register, module:Class (repeatable; default: built-ins).",
 )
@@ -134,6 +142,7 @@ def build_datasource(bucket_url: str, cache_dir: str, cache_max_bytes: int | Non
     default=1,
     show_default=True,
     type=click.IntRange(min=1),
+    show_envvar=True,
     envvar=_env("CONCURRENCY"),
     help="Tasks run at once (worker threads).",
 )
@@ -143,6 +152,7 @@ def build_datasource(bucket_url: str, cache_dir: str, cache_max_bytes: int | Non
     default=10.0,
     show_default=True,
     type=click.FloatRange(min=0),
+    show_envvar=True,
     envvar=_env("POLL_FREQUENCY_SECONDS"),
     help="Longest pause between receives while the queue is empty (seconds).",
 )
@@ -152,6 +162,7 @@ def build_datasource(bucket_url: str, cache_dir: str, cache_max_bytes: int | Non
     default=10.0,
     show_default=True,
     type=click.FloatRange(0, 20),
+    show_envvar=True,
     envvar=_env("WAIT_SECONDS"),
     help="Long-poll wait of each receive (seconds).",
 )
@@ -161,6 +172,7 @@ def build_datasource(bucket_url: str, cache_dir: str, cache_max_bytes: int | Non
     default=60.0,
     show_default=True,
     type=click.FloatRange(min=1),
+    show_envvar=True,
     envvar=_env("LEASE_SECONDS"),
     help="Lease per message, renewed every third of it while the task runs.",
 )
@@ -169,6 +181,7 @@ def build_datasource(bucket_url: str, cache_dir: str, cache_max_bytes: int | Non
     default=5,
     show_default=True,
     type=click.IntRange(min=1),
+    show_envvar=True,
     envvar=_env("MAX_ATTEMPTS"),
     help="Deliveries before a failing task is dropped with a final error report.",
 )
@@ -177,6 +190,7 @@ def build_datasource(bucket_url: str, cache_dir: str, cache_max_bytes: int | Non
     default=1.0,
     show_default=True,
     type=click.FloatRange(min=0),
+    show_envvar=True,
     envvar=_env("RETRY_DELAY_SECONDS"),
     help="Delay before a failed task runs again; doubles per attempt.",
 )
@@ -186,15 +200,21 @@ def build_datasource(bucket_url: str, cache_dir: str, cache_max_bytes: int | Non
     default=30.0,
     show_default=True,
     type=click.FloatRange(min=0),
+    show_envvar=True,
     envvar=_env("GRACE_SECONDS"),
     help="On SIGTERM/SIGINT, time running tasks get to finish.",
 )
 @click.option(
-    "--burst", is_flag=True, envvar=_env("BURST"), help="Exit 0 once the queue is drained."
+    "--burst",
+    is_flag=True,
+    show_envvar=True,
+    envvar=_env("BURST"),
+    help="Exit 0 once the queue is drained.",
 )
 @click.option(
     "--max-tasks",
     type=click.IntRange(min=1),
+    show_envvar=True,
     envvar=_env("MAX_TASKS"),
     help="Exit after this many messages.",
 )
@@ -249,10 +269,11 @@ def run(
 
 
 @main.command()
-@click.option("--queue", "queue_url", required=True, envvar=_env("QUEUE"))
+@click.option("--queue", "queue_url", required=True, show_envvar=True, envvar=_env("QUEUE"))
 @click.option(
     "--bucket",
     "bucket_url",
+    show_envvar=True,
     envvar=_env("BUCKET"),
     help="Bucket for the example's input files (with --example).",
 )
