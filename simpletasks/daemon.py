@@ -74,13 +74,20 @@ class DaemonService:
         self._work: stdqueue.SimpleQueue[Message | None] = stdqueue.SimpleQueue()
         self._stopping = threading.Event()
         self._reaped = threading.Event()
+        self._hurry = threading.Event()  # a second stop(): skip the rest of the grace period
         self._mean_seconds: float | None = None
 
     # -- public --------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Stop taking work; finish running tasks within the grace period. Signal-safe."""
+        """Stop taking work; finish running tasks within the grace period. Signal-safe.
+
+        A second call releases the running tasks at once instead of waiting out the grace.
+        """
         if self._stopping.is_set():
+            if not self._hurry.is_set():
+                logger.warning("second stop request: releasing running tasks now")
+                self._hurry.set()
             return
         self._stopping.set()
         logger.info(
@@ -203,7 +210,11 @@ class DaemonService:
             self.stats.add("released", len(buffered))
             deadline = time.monotonic() + self.settings.grace_seconds
             with self._leases.changed:
-                while self._leases.counts()[1] and time.monotonic() < deadline:
+                while (
+                    self._leases.counts()[1]
+                    and time.monotonic() < deadline
+                    and not self._hurry.is_set()
+                ):
                     self._leases.changed.wait(min(0.2, max(0.0, deadline - time.monotonic())))
             running = self._leases.take(State.RUNNING)
             if running:

@@ -264,7 +264,9 @@ def test_purge_empties_the_queue_including_leased_messages(queue: QueueService) 
     assert queue.receive() == []
 
 
-def test_threads_sharing_one_queue_get_disjoint_messages(queue: QueueService) -> None:
+def test_threads_sharing_one_queue_get_disjoint_messages(
+    queue: QueueService, backend: str
+) -> None:
     queue.send_batch([str(i) for i in range(60)])
     results: list[list[Message]] = [[] for _ in range(4)]
 
@@ -278,7 +280,14 @@ def test_threads_sharing_one_queue_get_disjoint_messages(queue: QueueService) ->
     for thread in threads:
         thread.join(timeout=30)
     ids = [m.id for out in results for m in out]
-    assert len(ids) == len(set(ids)) == 60
+    assert len(set(ids)) == 60
+    if backend == "sqs":
+        # SQS standard queues are at-least-once: "occasionally more than one copy of a
+        # message is delivered". moto does this too under concurrent receives; the daemon
+        # copes (tasks are idempotent), so only a rare duplicate is tolerated here.
+        assert len(ids) - len(set(ids)) <= 2
+    else:
+        assert len(ids) == 60
     assert queue.counts() == QueueCounts(visible=0, in_flight=60)
 
 

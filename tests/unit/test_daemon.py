@@ -217,6 +217,21 @@ def test_stop_releases_the_lease_of_an_unfinished_task(
     assert daemon.stats.released == 1 and daemon.stats.succeeded == 0
 
 
+def test_second_stop_skips_the_grace_period(tmp_path: Path, registry: TaskRegistry) -> None:
+    log = tmp_path / "log"
+    send(task("SLEEP", {"seconds": 3, "log": str(log)}))
+    daemon = make_daemon(tmp_path, registry, grace_seconds=60, burst=False)
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    _wait_for(lambda: lines(log) == ["start 1"])
+    daemon.stop()
+    daemon.stop()
+    thread.join(2)
+    assert not thread.is_alive()
+    assert daemon.stats.released == 1
+    assert open_queue("mem://tasks").counts().visible == 1
+
+
 def test_stop_waits_for_running_tasks_within_grace(tmp_path: Path, registry: TaskRegistry) -> None:
     log = tmp_path / "log"
     send(task("SLEEP", {"seconds": 0.5, "log": str(log)}))
