@@ -18,8 +18,8 @@ from simpletasks.buckets import BucketService, open_bucket
 from simpletasks.cache import FileSystemCache
 from simpletasks.daemon import DaemonService
 from simpletasks.datasource import BucketCacheDatasource
+from simpletasks.emulators.moto import MotoServer
 from simpletasks.errors import KeyNotFound
-from simpletasks.localstack import MotoServer
 from simpletasks.queues import QueueService, open_queue
 from simpletasks.registry import TaskRegistry
 from simpletasks.scheduler import schedule

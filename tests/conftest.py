@@ -6,19 +6,15 @@ CI must never pass by skipping the backends it is there to check.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
+from tests_support import require_service
 
-from simpletasks.localstack import FAKE_AWS_ENV, MotoServer
+from simpletasks.emulators.moto import FAKE_AWS_ENV, MotoServer
 
-
-def require_service(reason: str) -> None:
-    """Skip the current test because a service is missing, or fail under ``CI=true``."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"required service unavailable under CI=true: {reason}")
-    pytest.skip(reason)
+# One module of fixtures per emulated service (each starts its service on 127.0.0.1).
+pytest_plugins = ["plugins.gcp", "plugins.rabbitmq", "plugins.metadata"]
 
 
 @pytest.fixture(scope="session", autouse=True)

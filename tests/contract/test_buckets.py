@@ -20,6 +20,7 @@ import pytest
 from simpletasks.buckets import BucketService, open_bucket
 from simpletasks.buckets.file import FileBucket, temp_name
 from simpletasks.buckets.memory import MemoryBucket
+from simpletasks.emulators.moto import MotoServer
 from simpletasks.errors import (
     ConfigError,
     IntegrityError,
@@ -27,7 +28,6 @@ from simpletasks.errors import (
     KeyNotFound,
     UnsupportedScheme,
 )
-from simpletasks.localstack import MotoServer
 
 MiB = 1024 * 1024
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from simpletasks.emulators.moto import MotoServer
 from simpletasks.errors import ConfigError, UnsupportedScheme
-from simpletasks.localstack import MotoServer
 from simpletasks.queues import Message, QueueCounts, QueueService, open_queue
 from simpletasks.queues.memory import MemoryQueue
 

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from simpletasks.localstack import FAKE_AWS_ENV
+from simpletasks.emulators.moto import FAKE_AWS_ENV
 
 
 def test_local_runs_the_example_end_to_end_without_credentials() -> None:

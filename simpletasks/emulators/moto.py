@@ -1,4 +1,4 @@
-"""Local stand-ins for cloud services, started on 127.0.0.1 for tests and ``simpletasks local``.
+"""moto in server mode: SQS and S3 on 127.0.0.1.
 
 :class:`MotoServer` runs moto in server mode in a child process: a real HTTP endpoint that
 speaks the SQS and S3 protocols, so the code under test is the same code that talks to AWS.
@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
 import urllib.request
 from types import TracebackType
 from typing import Any
+
+from simpletasks.emulators import free_port, wait_for_http
 
 logger = logging.getLogger(__name__)
 
@@ -26,36 +25,6 @@ FAKE_AWS_ENV = {
     "AWS_SESSION_TOKEN": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port that is free on ``host`` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
-    """Poll ``url`` until it answers any HTTP status, or raise ``TimeoutError``.
-
-    Raises:
-        RuntimeError: If ``proc`` exits while we wait.
-        TimeoutError: If nothing answers within ``timeout`` seconds.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server process exited with code {proc.returncode} at start")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except urllib.error.HTTPError:
-            return  # it answered
-        except (urllib.error.URLError, OSError):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing answered at {url} within {timeout:.0f} s") from None
-            time.sleep(0.05)
 
 
 class MotoServer:

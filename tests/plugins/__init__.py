@@ -1,0 +1,1 @@
+"""pytest plugins: fixtures that start local services, one module per service."""
