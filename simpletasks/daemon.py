@@ -137,6 +137,7 @@ class DaemonService:
     def _loop(self) -> None:
         s = self.settings
         idle_delay = 0.0
+        wait = s.wait_seconds
         while not self._stopping.is_set():
             if s.max_tasks is not None and self.stats.received >= s.max_tasks:
                 logger.info("received %d tasks (max_tasks): finishing", self.stats.received)
@@ -148,7 +149,7 @@ class DaemonService:
                 want = min(want, s.max_tasks - self.stats.received)
             try:
                 messages = self.queue.receive(
-                    want, wait_seconds=s.wait_seconds, lease_seconds=s.lease_seconds
+                    want, wait_seconds=wait, lease_seconds=s.lease_seconds
                 )
             except Exception as exc:
                 logger.warning("receive from %s failed: %s", self.queue.url, exc)
@@ -157,6 +158,10 @@ class DaemonService:
                 self._leases.release_all(messages)
                 self.stats.add("released", len(messages))
                 return
+            # In burst mode a short batch means the queue is nearly drained: poll without
+            # waiting from now on, so the exit is not delayed by a final long poll.
+            if s.burst and len(messages) < want:
+                wait = 0.0
             if messages:
                 idle_delay = 0.0
                 self.stats.add("received", len(messages))
