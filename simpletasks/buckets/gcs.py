@@ -1,0 +1,350 @@
+"""Google Cloud Storage as a bucket: ``gs://bucket[/prefix]``.
+
+Transfers use google-cloud-storage: small files in one request, files above 8 MiB as a
+resumable upload (in chunks of ``chunk_size`` if set). Idempotent requests (metadata, reads,
+listing, delete) are retried by the library's default policy; uploads are retried too, since
+each one replaces a whole object with the same bytes. Credentials and project come from the
+usual Google settings (Application Default Credentials, a VM's service account), read by the
+library; ``STORAGE_EMULATOR_HOST`` points it at an emulator. A ready client can be injected
+with ``client=``.
+
+Downloads are verified against the object's metadata, read first and pinned by generation:
+the bytes written must have the object's size and CRC32C. We compute the CRC32C ourselves
+while writing, because the library skips its own check for chunked downloads and after a
+resumed (ranged) retry. Downloads are raw: an object stored gzip-encoded arrives as
+stored, not decompressed. Uploads send a CRC32C that the server checks.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import google_crc32c
+from google.api_core import exceptions as gexc
+from google.cloud import storage
+from google.cloud.storage.exceptions import DataCorruption
+from google.cloud.storage.retry import DEFAULT_RETRY
+
+from simpletasks.buckets.file import atomic_path, validate_prefix
+from simpletasks.errors import ConfigError, IntegrityError, InvalidKey, KeyNotFound
+from simpletasks.keys import validate_key
+
+logger = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+_CHUNK_QUANTUM = 256 * 1024  # GCS resumable chunks must be multiples of 256 KiB
+_DOWNLOAD_ATTEMPTS = 3  # the object may be replaced between metadata and media reads
+
+
+def make_client(
+    *, project: str | None = None, endpoint: str | None = None, credentials: Any = None
+) -> storage.Client:
+    """Return a storage client.
+
+    Args:
+        project: Project for bucket creation; inferred from the credentials if ``None``.
+        endpoint: API endpoint override (for example ``http://127.0.0.1:4443``).
+        credentials: ``google.auth`` credentials; Application Default Credentials if ``None``
+            (``google.auth.credentials.AnonymousCredentials()`` for an emulator).
+    """
+    options = {"api_endpoint": endpoint} if endpoint else None
+    return storage.Client(project=project, credentials=credentials, client_options=options)
+
+
+def parse_gs_url(url: str) -> tuple[str, str]:
+    """Split ``gs://bucket[/prefix]`` into ``(bucket, prefix)``; the prefix has no end slash.
+
+    Raises:
+        ConfigError: If ``url`` is not a ``gs://`` URL with a bucket name, or its prefix is
+            not a safe key.
+    """
+    scheme, sep, rest = url.partition("://") if isinstance(url, str) else ("", "", "")
+    if not sep or scheme.lower() != "gs":
+        raise ConfigError(f"not a GCS bucket URL: {url!r}; expected gs://bucket[/prefix]")
+    bucket, _, prefix = rest.partition("/")
+    if not bucket:
+        raise ConfigError(f"GCS URL {url!r} has no bucket name; expected gs://bucket[/prefix]")
+    prefix = prefix.rstrip("/")
+    if prefix:
+        try:
+            validate_key(prefix, what="prefix")
+        except InvalidKey as exc:
+            raise ConfigError(f"GCS URL {url!r} has an unsafe prefix: {exc}") from None
+    return bucket, prefix
+
+
+def _is_valid_key(key: str) -> bool:
+    try:
+        validate_key(key)
+    except InvalidKey:
+        return False
+    return True
+
+
+class _VerifyingWriter:
+    """A write-only stream that passes bytes on and keeps their count and CRC32C."""
+
+    def __init__(self, dest: BinaryIO) -> None:
+        self._dest = dest
+        self._start = dest.tell() if dest.seekable() else 0
+        self._crc = google_crc32c.Checksum()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self._crc.update(data)
+        self.size += len(data)
+        return self._dest.write(data)
+
+    def rewind(self) -> bool:
+        """Forget what was written, to write it again; return False if ``dest`` cannot seek."""
+        if self.size and not self._dest.seekable():
+            return False
+        if self.size:
+            self._dest.seek(self._start)
+            self._dest.truncate()
+        self._crc = google_crc32c.Checksum()
+        self.size = 0
+        return True
+
+    def digest(self) -> str:
+        """The CRC32C of the bytes written, base64 as in GCS metadata."""
+        return base64.b64encode(self._crc.digest()).decode("ascii")
+
+
+class GCSBucket:
+    """Objects in one Google Cloud Storage bucket, under an optional key prefix.
+
+    Args:
+        bucket: The bucket's name.
+        prefix: Keys are stored under ``prefix/`` (empty for none).
+        client: A ``google.cloud.storage.Client`` (see :func:`make_client`).
+        chunk_size: Chunk size in bytes for resumable uploads and for downloads (a multiple
+            of 256 KiB); ``None`` for the library's defaults (100 MiB upload chunks, a
+            download in one request).
+        create: Create the bucket if it does not exist.
+
+    Raises:
+        ConfigError: If the bucket does not exist and ``create`` is false, or ``chunk_size``
+            is not a positive multiple of 256 KiB.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        client: storage.Client,
+        chunk_size: int | None = None,
+        create: bool = False,
+    ) -> None:
+        if chunk_size is not None and (chunk_size <= 0 or chunk_size % _CHUNK_QUANTUM):
+            raise ConfigError(
+                f"GCS chunk_size must be a positive multiple of 256 KiB, got {chunk_size}"
+            )
+        self.name = bucket
+        self.prefix = prefix.strip("/")
+        self.client = client
+        self.chunk_size = chunk_size
+        self.url = f"gs://{bucket}/{self.prefix}" if self.prefix else f"gs://{bucket}"
+        self._base = f"{self.prefix}/" if self.prefix else ""
+        self._bucket = client.bucket(bucket)
+        self._check_bucket(create)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        client: storage.Client | None = None,
+        project: str | None = None,
+        endpoint: str | None = None,
+        credentials: Any = None,
+        chunk_size: int | None = None,
+        create: bool = False,
+    ) -> GCSBucket:
+        """Open ``gs://bucket[/prefix]``.
+
+        Args:
+            url: The bucket URL.
+            client: A ready storage client; otherwise one is made by :func:`make_client`.
+            project: Project for the new client (used when creating the bucket).
+            endpoint: API endpoint for the new client (an emulator or a private endpoint).
+            credentials: Credentials for the new client.
+            chunk_size: See :class:`GCSBucket`.
+            create: Create the bucket if it does not exist.
+
+        Raises:
+            ConfigError: If the URL is malformed, ``client`` is combined with
+                ``project``/``endpoint``/``credentials``, or the bucket does not exist.
+        """
+        bucket, prefix = parse_gs_url(url)
+        if client is not None and (project, endpoint, credentials) != (None, None, None):
+            raise ConfigError(
+                "pass either client= or project=/endpoint=/credentials= to GCSBucket, not both"
+            )
+        if client is None:
+            client = make_client(project=project, endpoint=endpoint, credentials=credentials)
+        return cls(bucket, prefix, client=client, chunk_size=chunk_size, create=create)
+
+    def __repr__(self) -> str:
+        return f"GCSBucket({self.url!r})"
+
+    def _check_bucket(self, create: bool) -> None:
+        try:
+            if self._bucket.exists():
+                return
+        except gexc.Forbidden:
+            logger.warning(
+                "cannot check that GCS bucket %r exists (permission denied); going on", self.name
+            )
+            return
+        if not create:
+            raise ConfigError(
+                f"GCS bucket {self.name!r} does not exist ({self.url}); create it first "
+                "or pass create=True"
+            )
+        try:
+            self.client.create_bucket(self.name)
+            logger.info("created GCS bucket %r", self.name)
+        except gexc.Conflict:  # created meanwhile by someone else
+            pass
+
+    def _name(self, key: str) -> str:
+        validate_key(key)
+        return self._base + key
+
+    def _blob(self, key: str) -> storage.Blob:
+        return self._bucket.blob(self._name(key), chunk_size=self.chunk_size)
+
+    def _missing(self, key: str) -> KeyNotFound:
+        return KeyNotFound(f"no object {key!r} in {self.url}")
+
+    def download(self, key: str, path: Path) -> None:
+        """Download object ``key`` to ``path``, whole and verified.
+
+        Raises:
+            KeyNotFound: If the object (or the bucket) does not exist.
+            IntegrityError: If the file's size or CRC32C differs from the object's.
+        """
+        name = self._name(key)
+        with atomic_path(Path(path)) as tmp, open(tmp, "wb") as f:
+            size = self._download_verified(key, name, f)
+        logger.debug("downloaded %s/%s to %s (%d bytes)", self.url, key, path, size)
+
+    def download_fileobj(self, key: str, fileobj: BinaryIO) -> None:
+        """Write object ``key`` into ``fileobj``, verified as :meth:`download` is.
+
+        On an :class:`~simpletasks.errors.IntegrityError` the bad bytes have been written.
+
+        Raises:
+            KeyNotFound: If the object (or the bucket) does not exist.
+            IntegrityError: If the bytes' size or CRC32C differs from the object's.
+        """
+        self._download_verified(key, self._name(key), fileobj)
+
+    def _download_verified(self, key: str, name: str, dest: BinaryIO) -> int:
+        """Download the current generation of object ``name`` into ``dest``; return its size."""
+        for attempt in range(1, _DOWNLOAD_ATTEMPTS + 1):
+            # Size, CRC32C and generation; the download is pinned to that generation (GCS
+            # answers 412 if it was replaced; fake-gcs-server ignores the condition).
+            blob = self._bucket.get_blob(name, chunk_size=self.chunk_size)
+            if blob is None:
+                raise self._missing(key)
+            expected_size, expected_crc = int(blob.size or 0), blob.crc32c
+            writer = _VerifyingWriter(dest)
+            try:
+                blob.download_to_file(
+                    writer, raw_download=True, checksum=None, if_generation_match=blob.generation
+                )
+            except (gexc.NotFound, gexc.PreconditionFailed) as exc:
+                # That generation was replaced or deleted after we read its metadata.
+                if attempt < _DOWNLOAD_ATTEMPTS and writer.rewind():
+                    logger.debug("%s/%s changed during download; again", self.url, key)
+                    continue
+                if isinstance(exc, gexc.NotFound):
+                    raise self._missing(key) from None
+                raise IntegrityError(
+                    f"{self.url}: object {key!r} kept changing during download"
+                ) from None
+            if writer.size != expected_size:
+                raise IntegrityError(
+                    f"{self.url}: object {key!r} size mismatch: expected {expected_size} "
+                    f"bytes, got {writer.size}"
+                )
+            got_crc = writer.digest()
+            if expected_crc is not None and got_crc != expected_crc:
+                raise IntegrityError(
+                    f"{self.url}: object {key!r} CRC32C mismatch: expected {expected_crc}, "
+                    f"got {got_crc}"
+                )
+            return expected_size
+        raise self._missing(key)  # pragma: no cover - the loop returns or raises
+
+    def upload(self, path: Path, key: str) -> None:
+        """Upload the local file ``path`` as object ``key`` (resumable above 8 MiB).
+
+        Raises:
+            IntegrityError: If the server's CRC32C of the stored object differs from ours.
+        """
+        blob = self._blob(key)
+        try:
+            blob.upload_from_filename(str(path), checksum="crc32c", retry=DEFAULT_RETRY)
+        except DataCorruption as exc:
+            raise IntegrityError(f"{self.url}: upload of {key!r} was corrupted: {exc}") from None
+        logger.debug("uploaded %s to %s/%s", path, self.url, key)
+
+    def upload_fileobj(self, fileobj: BinaryIO, key: str) -> None:
+        """Upload everything readable from ``fileobj`` as object ``key``.
+
+        Raises:
+            IntegrityError: If the server's CRC32C of the stored object differs from ours.
+        """
+        blob = self._blob(key)
+        try:
+            blob.upload_from_file(fileobj, checksum="crc32c", retry=DEFAULT_RETRY)
+        except DataCorruption as exc:
+            raise IntegrityError(f"{self.url}: upload of {key!r} was corrupted: {exc}") from None
+
+    def exists(self, key: str) -> bool:
+        """Return whether object ``key`` exists."""
+        return bool(self._blob(key).exists())
+
+    def delete(self, key: str) -> None:
+        """Delete object ``key``; a missing key (or bucket) is fine."""
+        blob = self._blob(key)
+        with contextlib.suppress(gexc.NotFound):
+            blob.delete()
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Yield the keys that start with ``prefix``, in order, relative to the URL's prefix.
+
+        Objects whose names are not valid keys (folder markers such as ``dir/``, ``a//b``)
+        are skipped.
+
+        Raises:
+            KeyNotFound: If the bucket does not exist (raised on iteration).
+        """
+        validate_prefix(prefix)
+        return self._iter_keys(prefix)
+
+    def _iter_keys(self, prefix: str) -> Iterator[str]:
+        blobs = self.client.list_blobs(self.name, prefix=self._base + prefix)
+        try:
+            for blob in blobs:  # GCS lists names in lexicographic order
+                key = str(blob.name)[len(self._base) :]
+                if not _is_valid_key(key):
+                    logger.debug("skipping object %r: not a valid key", blob.name)
+                    continue
+                yield key
+        except gexc.NotFound:
+            raise KeyNotFound(
+                f"cannot list {self.url}: bucket {self.name!r} does not exist"
+            ) from None
+
+
+__all__ = ["GCSBucket", "make_client", "parse_gs_url"]
