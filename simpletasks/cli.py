@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "pika", "google"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.root.level))
 
 
@@ -86,18 +87,16 @@ def build_datasource(bucket_url: str, cache_dir: str, cache_max_bytes: int | Non
 @click.option(
     "--queue",
     "queue_url",
-    required=True,
     show_envvar=True,
     envvar=_env("QUEUE"),
-    help="Task queue URL (sqs://name, file:///dir, mem://name).",
+    help="Task queue URL (sqs://name, file:///dir, mem://name). Required.",
 )
 @click.option(
     "--error-queue",
     "error_url",
-    required=True,
     show_envvar=True,
     envvar=_env("ERROR_QUEUE"),
-    help="Queue that receives an error report for every failure.",
+    help="Queue that receives an error report for every failure. Required.",
 )
 @click.option(
     "--done-queue",
@@ -109,10 +108,9 @@ def build_datasource(bucket_url: str, cache_dir: str, cache_max_bytes: int | Non
 @click.option(
     "--bucket",
     "bucket_url",
-    required=True,
     show_envvar=True,
     envvar=_env("BUCKET"),
-    help="Bucket URL (s3://bucket/prefix, file:///dir).",
+    help="Bucket URL (s3://bucket/prefix, file:///dir). Required.",
 )
 @click.option(
     "--cache-dir",
@@ -218,6 +216,14 @@ def build_datasource(bucket_url: str, cache_dir: str, cache_max_bytes: int | Non
     envvar=_env("MAX_TASKS"),
     help="Exit after this many messages.",
 )
+@click.option(
+    "--from-metadata",
+    type=click.Choice(["gce", "ec2"]),
+    show_envvar=True,
+    envvar=_env("FROM_METADATA"),
+    help="Read options from GCE instance attributes or EC2 instance tags (docs/deploy.md): "
+    "a flag wins over metadata, metadata over SIMPLETASKS_* variables.",
+)
 def run(
     queue_url: str,
     error_url: str,
@@ -235,6 +241,7 @@ def run(
     grace_seconds: float,
     burst: bool,
     max_tasks: int | None,
+    from_metadata: str | None,
 ) -> None:
     """Run the daemon: take tasks from the queue and run them until stopped."""
     from simpletasks.daemon import DaemonService
@@ -242,6 +249,20 @@ def run(
     from simpletasks.settings import DaemonSettings
 
     try:
+        if from_metadata:
+            found = _metadata_options(from_metadata)
+            queue_url = found.get("queue_url", queue_url)
+            error_url = found.get("error_url", error_url)
+            done_url = found.get("done_url", done_url)
+            bucket_url = found.get("bucket_url", bucket_url)
+            cache_dir = found.get("cache_dir", cache_dir)
+            idle_max = found.get("idle_max", idle_max)
+            concurrency = found.get("concurrency", concurrency)
+            task_paths = found.get("task_paths", task_paths)
+        required = {"--queue": queue_url, "--error-queue": error_url, "--bucket": bucket_url}
+        for option, value in required.items():
+            if not value:
+                raise click.UsageError(f"Missing option '{option}' (or use --from-metadata).")
         settings = DaemonSettings(
             concurrency=concurrency,
             lease_seconds=lease_seconds,
@@ -340,6 +361,33 @@ def purge(queue_url: str, yes: bool) -> None:
     except SimpleTasksError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"purged {queue_url}")
+
+
+def _metadata_options(flavour: str) -> dict[str, Any]:
+    """Values for the current command's options from instance metadata, by parameter name.
+
+    Options given on the command line are not read. The AWS region and (GCE only) keys found
+    in metadata go into ``os.environ`` for boto3, unless the environment sets its own.
+    """
+    from click.core import ParameterSource
+
+    from simpletasks import metadata
+
+    ctx = click.get_current_context()
+    names = {param.opts[0]: param.name for param in ctx.command.params if param.opts}
+    commandline = ParameterSource.COMMANDLINE
+    given = {o for o, n in names.items() if ctx.get_parameter_source(n) == commandline}
+    unset = {o for o, n in names.items() if ctx.params.get(n) is None}
+    server = metadata.open_metadata(
+        flavour, endpoint=os.environ.get(metadata.ENDPOINT_VARIABLES[flavour])
+    )
+    config = metadata.read_config(
+        server,
+        skip={name for name, option in metadata.OPTIONS.items() if option in given},
+        required={name for name in metadata.REQUIRED if metadata.OPTIONS[name] in unset},
+    )
+    os.environ.update(config.aws_environment(os.environ))
+    return {names[option]: value for option, value in config.options().items()}
 
 
 def _n(value: int | None) -> str:

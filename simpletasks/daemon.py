@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from typing import Any
 
-from simpletasks.errors import MessageError, TaskFailed
+from simpletasks.errors import ConfigError, MessageError, TaskFailed
 from simpletasks.hooks import Hook, emit
 from simpletasks.leases import LeaseKeeper, State
 from simpletasks.queues import Message, QueueService
@@ -76,6 +76,13 @@ class DaemonService:
         self._reaped = threading.Event()
         self._hurry = threading.Event()  # a second stop(): skip the rest of the grace period
         self._mean_seconds: float | None = None
+        self._retry_due = 0.0  # monotonic time the last retry handed back becomes visible
+        self._max_lease: float | None = getattr(queue, "max_lease_seconds", None)
+        if self._max_lease is not None and self.settings.lease_seconds > self._max_lease:
+            raise ConfigError(
+                f"lease_seconds={self.settings.lease_seconds:g} is more than {queue.url} allows "
+                f"({self._max_lease:g} s); the heartbeat renews it, so a shorter lease is fine"
+            )
 
     # -- public --------------------------------------------------------------------------
 
@@ -147,6 +154,7 @@ class DaemonService:
                 continue
             if s.max_tasks is not None:
                 want = min(want, s.max_tasks - self.stats.received)
+            full_wait = wait >= s.wait_seconds
             try:
                 messages = self.queue.receive(
                     want, wait_seconds=wait, lease_seconds=s.lease_seconds
@@ -169,9 +177,13 @@ class DaemonService:
                     self._leases.add(message)
                     self._work.put(message)
                 continue
-            if s.burst and self._drained():
-                logger.info("queue drained (burst): finishing")
-                return
+            if s.burst:
+                drained, counts_known = self._drained(full_wait=full_wait)
+                if drained:
+                    logger.info("queue drained (burst): finishing")
+                    return
+                if not counts_known:  # only a full long poll can tell us the queue is empty
+                    wait = s.wait_seconds
             idle_delay = min(max(0.05, idle_delay * 2), s.idle_max_seconds)
             self._stopping.wait(idle_delay * random.uniform(0.75, 1.0))
 
@@ -191,16 +203,23 @@ class DaemonService:
                 return 0
         return min(room, RECEIVE_BATCH)
 
-    def _drained(self) -> bool:
+    def _drained(self, *, full_wait: bool) -> tuple[bool, bool]:
+        """Return (whether the queue is drained, whether the queue could count its messages).
+
+        Without counts (Pub/Sub), "drained" means: nothing held here, no retry of ours still
+        pending, and the last receive was an empty full-length long poll.
+        """
         buffered, running = self._leases.counts()
         if buffered or running:
-            return False
+            return False, True
         try:
             counts = self.queue.counts()
         except Exception as exc:
             logger.warning("could not count messages on %s: %s", self.queue.url, exc)
-            return False
-        return not counts.visible and not counts.in_flight
+            return False, True
+        if counts.visible is None and counts.in_flight is None:
+            return full_wait and time.monotonic() >= self._retry_due, False
+        return not counts.visible and not counts.in_flight, True
 
     def _wait_until_idle(self) -> None:
         with self._leases.changed:
@@ -359,6 +378,9 @@ class DaemonService:
         if not self._leases.settle(message):
             return  # already released by stop()
         delay = self.settings.retry_delay(message.attempt)
+        if self._max_lease is not None:
+            delay = min(delay, self._max_lease)
+        self._retry_due = max(self._retry_due, time.monotonic() + delay)
         try:
             if delay > 0:
                 self.queue.extend(message, delay)

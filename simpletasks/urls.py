@@ -45,10 +45,13 @@ QUEUE_BACKENDS: dict[str, Backend] = {
     "sqs": Backend("simpletasks.queues.sqs:SQSQueue", "aws"),
     "file": Backend("simpletasks.queues.file:FileQueue"),
     "mem": Backend("simpletasks.queues.memory:MemoryQueue"),
+    "pubsub": Backend("simpletasks.queues.pubsub:PubSubQueue", "gcp"),
+    "amqp": Backend("simpletasks.queues.amqp:AMQPQueue", "amqp"),
 }
 
 BUCKET_BACKENDS: dict[str, Backend] = {
     "s3": Backend("simpletasks.buckets.s3:S3Bucket", "aws"),
+    "gs": Backend("simpletasks.buckets.gcs:GCSBucket", "gcp"),
     "file": Backend("simpletasks.buckets.file:FileBucket"),
     "mem": Backend("simpletasks.buckets.memory:MemoryBucket"),
 }

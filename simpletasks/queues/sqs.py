@@ -87,6 +87,8 @@ class SQSQueue:
             exist and ``create`` is false.
     """
 
+    max_lease_seconds: int = MAX_LEASE_SECONDS
+
     def __init__(
         self,
         name: str,

@@ -1,4 +1,4 @@
-"""The bucket contract: every backend (mem, file, s3 on a moto server) passes the same tests.
+"""The bucket contract: every backend (mem, file, s3 on moto, gs on fake-gcs-server) passes.
 
 Backend-specific behaviour (S3 multipart and verification, file-bucket temp files, URL
 parsing) follows the shared contract at the end of the module.
@@ -54,11 +54,17 @@ def s3_client(moto_server: MotoServer) -> Any:
     return make_client(endpoint_url=moto_server.endpoint_url)
 
 
+@pytest.fixture(scope="module")
+def gcs_client(gcs_emulator: Any) -> Any:
+    """One GCS client for the module, pointed at the fake-gcs-server."""
+    return gcs_emulator.client()
+
+
 def _unique(name: str) -> str:
     return f"{name}-{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture(params=["mem", "file", "s3", "s3-prefix"])
+@pytest.fixture(params=["mem", "file", "s3", "s3-prefix", "gs", "gs-prefix"])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
     """Each backend, with a fresh bucket per test."""
     kind = request.param
@@ -67,6 +73,12 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
         MemoryBucket.reset_all()
     elif kind == "file":
         yield Target(f"file://{(tmp_path / 'bucket').as_posix()}")
+    elif kind.startswith("gs"):
+        gcs = request.getfixturevalue("gcs_client")
+        name = _unique("test")
+        gcs.create_bucket(name)
+        prefix = "some/prefix" if kind == "gs-prefix" else ""
+        yield Target(f"gs://{name}", prefix, {"client": gcs})
     else:
         client = request.getfixturevalue("s3_client")
         name = _unique("test")

@@ -19,10 +19,14 @@ from simpletasks.errors import ConfigError, UnsupportedScheme
 from simpletasks.queues import Message, QueueCounts, QueueService, open_queue
 from simpletasks.queues.memory import MemoryQueue
 
-BACKENDS = ["mem", "file", "sqs"]
+BACKENDS = ["mem", "file", "sqs", "amqp", "pubsub"]
 MOTO_STALE_HANDLES = (
     "moto accepts any earlier receipt handle of a message, so a stale handle still settles "
     "the new delivery (real SQS does not promise either way)"
+)
+PUBSUB_NO_COUNTS = (
+    "Pub/Sub has no API that counts a subscription's messages (only Cloud Monitoring's "
+    "delayed metrics): counts() is QueueCounts(None, None)"
 )
 
 
@@ -40,6 +44,11 @@ def spec(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> tuple[
         return f"mem://{name}", {}
     if backend == "file":
         return (tmp_path / "queue dir").as_uri(), {}
+    if backend == "amqp":  # a fresh quorum queue, deleted by the queue fixture
+        return f"{request.getfixturevalue('rabbitmq_url')}?queue={name}", {}
+    if backend == "pubsub":  # a fresh topic + subscription on the emulator
+        emulator = request.getfixturevalue("pubsub_emulator")
+        return f"pubsub://{emulator.project}/{name}", {"emulator_host": emulator.host_port}
     moto: MotoServer = request.getfixturevalue("moto_server")
     return f"sqs://{name}", {"endpoint_url": moto.endpoint_url}
 
@@ -48,9 +57,10 @@ def spec(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> tuple[
 def queue(backend: str, spec: tuple[str, dict]) -> Iterator[QueueService]:
     """A fresh, empty queue of each backend."""
     url, kwargs = spec
-    q: Any = open_queue(url, **kwargs, **({"create": True} if backend == "sqs" else {}))
+    creates = backend in ("sqs", "pubsub")
+    q: Any = open_queue(url, **kwargs, **({"create": True} if creates else {}))
     yield q
-    if backend == "sqs":
+    if backend in ("sqs", "amqp", "pubsub"):
         q.delete()
     q.close()
 
@@ -58,7 +68,14 @@ def queue(backend: str, spec: tuple[str, dict]) -> Iterator[QueueService]:
 @pytest.fixture
 def lease(backend: str) -> float:
     """A short lease the backend can honour (SQS leases are whole seconds)."""
-    return 1.0 if backend == "sqs" else 0.3
+    return 1.0 if backend in ("sqs", "pubsub") else 0.3
+
+
+def assert_counts(queue: QueueService, visible: int, in_flight: int) -> None:
+    """Check ``counts()`` where the backend can count (Pub/Sub cannot: it answers None, None)."""
+    counts = queue.counts()
+    if counts != QueueCounts(None, None):
+        assert counts == QueueCounts(visible=visible, in_flight=in_flight)
 
 
 def drain(queue: QueueService, n: int, *, timeout: float = 10.0, ack: bool = True) -> list[Message]:
@@ -147,7 +164,7 @@ def test_ack_removes_the_message(queue: QueueService, lease: float) -> None:
     queue.ack(message)
     time.sleep(lease + 0.2)
     assert queue.receive() == []
-    assert queue.counts() == QueueCounts(visible=0, in_flight=0)
+    assert_counts(queue, 0, 0)
 
 
 def test_ack_many_deletes_every_message(queue: QueueService) -> None:
@@ -156,7 +173,7 @@ def test_ack_many_deletes_every_message(queue: QueueService) -> None:
     assert len(got) == 15
     queue.ack_many(got)
     queue.ack_many([])
-    assert queue.counts() == QueueCounts(visible=0, in_flight=0)
+    assert_counts(queue, 0, 0)
 
 
 def test_release_makes_the_message_visible_at_once(queue: QueueService) -> None:
@@ -176,7 +193,7 @@ def test_extend_keeps_the_message_invisible_past_the_first_lease(
     queue.extend(message, 3 * lease)
     time.sleep(lease + 0.3)
     assert queue.receive() == []
-    assert queue.counts() == QueueCounts(visible=0, in_flight=1)
+    assert_counts(queue, 0, 1)
     queue.ack(message)
 
 
@@ -196,7 +213,7 @@ def test_stale_ack_does_not_delete_the_redelivered_message(
         request.applymarker(pytest.mark.xfail(reason=MOTO_STALE_HANDLES, strict=True))
     stale, current = _redelivered(queue, lease)
     queue.ack(stale)
-    assert queue.counts() == QueueCounts(visible=0, in_flight=1)
+    assert_counts(queue, 0, 1)
     queue.release(current)
     [third] = queue.receive(wait_seconds=2)
     assert (third.id, third.attempt) == (stale.id, 3)
@@ -212,7 +229,7 @@ def test_stale_release_and_extend_do_not_touch_the_new_lease(
     queue.extend(stale, 0)
     assert queue.receive() == []
     queue.ack(current)
-    assert queue.counts() == QueueCounts(visible=0, in_flight=0)
+    assert_counts(queue, 0, 0)
 
 
 def test_send_batch_delivers_every_body_exactly_once(queue: QueueService) -> None:
@@ -221,12 +238,12 @@ def test_send_batch_delivers_every_body_exactly_once(queue: QueueService) -> Non
     got = drain(queue, 25)
     assert sorted(m.body for m in got) == sorted(bodies)
     assert len({m.id for m in got}) == 25
-    assert queue.counts() == QueueCounts(visible=0, in_flight=0)
+    assert_counts(queue, 0, 0)
 
 
 def test_send_batch_of_nothing_sends_nothing(queue: QueueService) -> None:
     queue.send_batch([])
-    assert queue.counts() == QueueCounts(visible=0, in_flight=0)
+    assert_counts(queue, 0, 0)
 
 
 @pytest.mark.parametrize(
@@ -246,7 +263,11 @@ def test_bodies_round_trip_exactly(queue: QueueService, body: str) -> None:
     queue.ack(message)
 
 
-def test_counts_reflect_visible_and_in_flight(queue: QueueService) -> None:
+def test_counts_reflect_visible_and_in_flight(
+    queue: QueueService, backend: str, request: pytest.FixtureRequest
+) -> None:
+    if backend == "pubsub":
+        request.applymarker(pytest.mark.xfail(reason=PUBSUB_NO_COUNTS, strict=True))
     assert queue.counts() == QueueCounts(visible=0, in_flight=0)
     queue.send_batch(["a", "b", "c"])
     assert queue.counts() == QueueCounts(visible=3, in_flight=0)
@@ -260,7 +281,7 @@ def test_purge_empties_the_queue_including_leased_messages(queue: QueueService) 
     queue.send_batch(["a", "b", "c"])
     assert len(queue.receive(wait_seconds=2)) == 1
     queue.purge()
-    assert queue.counts() == QueueCounts(visible=0, in_flight=0)
+    assert_counts(queue, 0, 0)
     assert queue.receive() == []
 
 
@@ -288,7 +309,7 @@ def test_threads_sharing_one_queue_get_disjoint_messages(
         assert len(ids) - len(set(ids)) <= 2
     else:
         assert len(ids) == 60
-    assert queue.counts() == QueueCounts(visible=0, in_flight=60)
+    assert_counts(queue, 0, 60)
 
 
 # wrong inputs, on every backend
@@ -327,7 +348,7 @@ def test_send_batch_checks_every_body_before_sending_any(queue: QueueService) ->
         queue.send_batch(["fine", 3])  # type: ignore[list-item]
     with pytest.raises(TypeError, match="not a single str"):
         queue.send_batch("abc")
-    assert queue.counts() == QueueCounts(visible=0, in_flight=0)
+    assert_counts(queue, 0, 0)
 
 
 def test_settling_a_foreign_message_is_rejected(queue: QueueService) -> None:

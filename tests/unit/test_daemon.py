@@ -16,9 +16,10 @@ from simpletasks.buckets.memory import MemoryBucket
 from simpletasks.cache import FileSystemCache
 from simpletasks.daemon import DaemonService
 from simpletasks.datasource import BucketCacheDatasource
+from simpletasks.errors import ConfigError
 from simpletasks.hooks import Hook
 from simpletasks.message import BasicInfo, TaskMessage
-from simpletasks.queues import Message, open_queue
+from simpletasks.queues import Message, QueueCounts, open_queue
 from simpletasks.queues.memory import MemoryQueue
 from simpletasks.registry import TaskRegistry
 from simpletasks.settings import DaemonSettings
@@ -344,3 +345,22 @@ def _read(bucket: object, key: str) -> bytes:
     buf = io.BytesIO()
     bucket.download_fileobj(key, buf)  # type: ignore[attr-defined]
     return buf.getvalue()
+
+
+def test_burst_without_counts_waits_for_pending_retries(
+    tmp_path: Path, registry: TaskRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backend that cannot count (Pub/Sub) must not end a burst while a retry is pending."""
+    monkeypatch.setattr(MemoryQueue, "counts", lambda self: QueueCounts(None, None))
+    log = tmp_path / "log"
+    send(task("FAIL", {"phase": "execute", "log": str(log), "times": 1}))
+    stats = make_daemon(tmp_path, registry, retry_delay_seconds=0.5, wait_seconds=0.2).run()
+    assert (stats.retried, stats.succeeded) == (1, 1)
+
+
+def test_a_lease_longer_than_the_queue_allows_is_refused(
+    tmp_path: Path, registry: TaskRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(MemoryQueue, "max_lease_seconds", 600, raising=False)
+    with pytest.raises(ConfigError, match=r"lease_seconds=601 is more than mem://tasks allows"):
+        make_daemon(tmp_path, registry, lease_seconds=601)

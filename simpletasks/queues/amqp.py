@@ -1,0 +1,394 @@
+"""``amqp://user:pass@host[:port]/vhost?queue=name``: a RabbitMQ queue through pika.
+
+The vhost is percent-encoded as in the AMQP URI spec (``%2F`` is ``/``; none means ``/``);
+other query options (``heartbeat``...) go to pika's ``URLParameters``. Without credentials
+pika logs in as guest/guest. :attr:`AMQPQueue.url` masks the password.
+
+* **Threads.** pika's ``BlockingConnection`` is not thread-safe: each object owns one
+  connection and channel and makes every pika call under one lock. ``receive`` polls with
+  ``basic.get``, sleeping *outside* the lock (at most 4 polls a second). A pump thread takes
+  the lock every :data:`TICK_SECONDS` to expire leases and answer heartbeats.
+* **Leases.** A received message stays unacked on our channel, with its lease deadline kept
+  here (RabbitMQ has none); ``extend`` moves it without a round trip, which is also how the
+  daemon's retry delay works. ``basic.get``, not a prefetching consumer, so no message waits
+  unseen in a local buffer. The broker's ``consumer_timeout`` (default 30 min) closes a
+  channel that holds a delivery longer: raise it for longer tasks or retry delays.
+* **Hand-backs.** A released or expired message is published again (same id, to the back of
+  the queue, its attempt in :data:`ATTEMPT_HEADER`), confirmed, then acked: a crash between
+  them duplicates it, never loses it. (``basic.reject`` is applied after the broker answers
+  later requests, so a count just after it would miss the message and a burst daemon quit.)
+* **Attempts** are that header + 1, plus the returns the broker counted since: a lost
+  connection requeues what it held. Queues declared here are durable *quorum* queues, which
+  count those in ``x-delivery-count``; a classic queue only flags them as redelivered (+1).
+* **Connection loss.** The next call reconnects; receive, send, counts and purge are retried
+  once (a send may be duplicated, never lost). Settling a message from a lost connection,
+  or one whose lease ran out, is logged and ignored.
+* **Counts.** ``visible`` is the broker's ready count; AMQP does not tell other clients'
+  unacked messages, so ``in_flight`` counts this object's leases only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import pika
+import pika.exceptions
+
+from simpletasks.errors import ConfigError
+from simpletasks.queues import Message, QueueCounts, _checks
+from simpletasks.queues._amqp import BrokerError, PublishError, check_name, parse_url
+
+logger = logging.getLogger(__name__)
+
+TICK_SECONDS = 0.1  # how often the pump thread expires leases and serves heartbeats
+ATTEMPT_HEADER = "x-simpletasks-attempt"  # on a handed-back copy: the attempt it ended
+_T = TypeVar("_T")
+# A closed or broken connection/channel: the broker has requeued what we held.
+_LOST = (
+    pika.exceptions.AMQPConnectionError,
+    pika.exceptions.ChannelClosed,
+    pika.exceptions.ChannelWrongStateError,
+)
+
+
+@dataclass(frozen=True, eq=False)
+class _Delivery:
+    queue: AMQPQueue
+    generation: int  # which connection of ``queue`` delivered it
+    tag: int
+
+
+@dataclass(eq=False)
+class _Lease:
+    until: float  # monotonic
+    message: Message
+    properties: Any  # pika.BasicProperties of the delivery
+    body: bytes
+
+
+class AMQPQueue:
+    """A RabbitMQ queue with client-side leases and counted attempts.
+
+    Args:
+        name: Queue name.
+        parameters: pika connection parameters (default: guest on localhost, vhost ``/``).
+        create: Declare the queue (a durable quorum queue) if missing. An existing queue
+            with other arguments is used as it is, with a warning, unless ``arguments`` were
+            given. If false, the queue must exist.
+        arguments: Extra ``x-`` arguments for the declaration, e.g. ``{"x-max-length": 1000}``.
+        url: The URL to show as :attr:`url` (default: built from ``parameters``).
+
+    Raises:
+        ConfigError: If the name is invalid, or the queue is missing and ``create`` is false,
+            or it exists with other arguments than ``arguments``.
+        BrokerError: If RabbitMQ cannot be reached or refuses the login.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        parameters: pika.ConnectionParameters | None = None,
+        create: bool = True,
+        arguments: Mapping[str, Any] | None = None,
+        url: str | None = None,
+    ) -> None:
+        self.name = check_name(name)
+        self._parameters = p = parameters or pika.ConnectionParameters()
+        self.url = url or (
+            f"amqp://{p.credentials.username}@{p.host}:{p.port}/{quote(p.virtual_host, safe='')}"
+            f"?queue={quote(name, safe='')}"
+        )
+        self._lock = threading.RLock()  # guards everything below and every pika call
+        self._connection: pika.BlockingConnection | None = None
+        self._channel: Any = None
+        self._generation = 0
+        self._leases: dict[int, _Lease] = {}  # by delivery tag
+        self._closed = threading.Event()
+        self._declare(create, arguments)
+        self._pump_thread = threading.Thread(
+            target=self._pump, name=f"simpletasks-amqp-{name}", daemon=True
+        )
+        self._pump_thread.start()
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> AMQPQueue:
+        """Open ``amqp://user:pass@host[:port]/vhost?queue=name``; ``kwargs`` as the constructor's.
+
+        Raises:
+            ConfigError: If the URL is malformed, has no ``queue``, or as the constructor.
+        """
+        name, parameters, masked = parse_url(url)
+        return cls(name, parameters=parameters, url=masked, **kwargs)
+
+    # connection
+
+    def _open_channel(self) -> Any:
+        """Return the channel, connecting first if needed. Call with the lock held."""
+        if self._closed.is_set():
+            raise BrokerError(f"{self.url} is closed")
+        if self._channel is None:
+            try:
+                connection = pika.BlockingConnection(self._parameters)
+            except pika.exceptions.AMQPConnectionError as exc:
+                raise BrokerError(f"cannot connect to RabbitMQ at {self.url}: {exc!r}") from exc
+            self._channel = connection.channel()
+            self._channel.confirm_delivery()
+            self._connection = connection
+        return self._channel
+
+    def _drop(self, reason: object) -> None:
+        """Forget the connection (the broker requeues what we held). Call with the lock held."""
+        if self._leases:
+            logger.warning(
+                "%s: connection lost (%s); the broker redelivers the %d message(s) held here",
+                *(self.url, reason, len(self._leases)),
+            )
+        self._leases.clear()
+        self._generation += 1
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None and connection.is_open:
+            with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+                connection.close()
+
+    def _call(self, what: str, action: Callable[[Any], _T]) -> _T:
+        """Run ``action(channel)`` under the lock; retry once on a new connection if it broke."""
+        with self._lock:
+            for attempt in (1, 2):
+                channel = self._open_channel()
+                try:
+                    self._expire(channel)
+                    return action(channel)
+                except _LOST as exc:
+                    self._drop(exc)
+                    if attempt == 2:
+                        raise BrokerError(f"{self.url}: {what} failed: {exc!r}") from exc
+                    logger.info("%s: %s failed (%r); reconnecting", self.url, what, exc)
+        raise AssertionError("unreachable")
+
+    def _declare(self, create: bool, arguments: Mapping[str, Any] | None) -> None:
+        declare = {"x-queue-type": "quorum", **(arguments or {})}
+        try:
+            with self._lock:
+                try:
+                    self._open_channel().queue_declare(
+                        self.name, passive=not create, durable=True, arguments=declare
+                    )
+                    return
+                except pika.exceptions.ChannelClosedByBroker as exc:
+                    self._drop(exc)
+                    error = exc
+                if error.reply_code == 404:
+                    raise ConfigError(
+                        f"RabbitMQ queue {self.name!r} does not exist at {self.url}; "
+                        "create it first or pass create=True"
+                    )
+                if error.reply_code != 406 or arguments:
+                    raise ConfigError(f"cannot declare {self.url}: {error.reply_text}")
+                logger.warning("%s exists with other arguments (%s)", self.url, error.reply_text)
+                self._open_channel().queue_declare(self.name, passive=True)
+        except BaseException:
+            self.close()
+            raise
+
+    def _pump(self) -> None:
+        while not self._closed.wait(TICK_SECONDS):
+            with self._lock:
+                if self._connection is None or self._closed.is_set():
+                    continue
+                try:
+                    self._expire(self._channel)
+                    self._connection.process_data_events(0)
+                except pika.exceptions.AMQPError as exc:
+                    self._drop(exc)
+                except Exception:
+                    logger.exception("%s: unexpected error in the lease pump", self.url)
+
+    def _expire(self, channel: Any) -> None:
+        """Hand back messages whose lease ran out. Call with the lock held."""
+        now = time.monotonic()
+        for tag in [tag for tag, lease in self._leases.items() if lease.until <= now]:
+            self._hand_back(channel, tag)
+
+    def _hand_back(self, channel: Any, tag: int) -> None:
+        """Make a leased message visible again as a confirmed copy that carries its attempt."""
+        lease = self._leases[tag]
+        properties = lease.properties
+        headers = dict(properties.headers or {})
+        headers.pop("x-delivery-count", None)
+        headers[ATTEMPT_HEADER] = lease.message.attempt
+        properties.headers, properties.message_id = headers, lease.message.id
+        try:
+            channel.basic_publish("", self.name, lease.body, properties, mandatory=True)
+        except (pika.exceptions.NackError, pika.exceptions.UnroutableError) as exc:
+            logger.warning("%s: requeueing %s as it is: %r", self.url, lease.message.id, exc)
+            channel.basic_reject(tag, requeue=True)  # uncounted, but not lost
+        else:
+            channel.basic_ack(tag)
+        del self._leases[tag]
+
+    # receiving and settling
+
+    def receive(
+        self, max_messages: int = 1, *, wait_seconds: float = 0.0, lease_seconds: float = 30.0
+    ) -> list[Message]:
+        """Lease up to ``max_messages`` messages, polling up to ``wait_seconds`` for the first."""
+        _checks.check_receive_args(max_messages, wait_seconds, lease_seconds)
+        deadline = time.monotonic() + wait_seconds
+        pause = 0.02
+        while True:
+            messages = self._call("receive", lambda ch: self._get(ch, max_messages, lease_seconds))
+            remaining = deadline - time.monotonic()
+            if messages or remaining <= 0:
+                return messages
+            self._closed.wait(min(pause, remaining))
+            pause = min(2 * pause, 0.25)
+
+    def _get(self, channel: Any, max_messages: int, lease_seconds: float) -> list[Message]:
+        messages: list[Message] = []
+        while len(messages) < max_messages:
+            method, properties, body = channel.basic_get(self.name, auto_ack=False)
+            if method is None:
+                break
+            headers = properties.headers or {}
+            returns = headers.get("x-delivery-count", int(method.redelivered))
+            attempt = int(headers.get(ATTEMPT_HEADER, 0)) + int(returns) + 1
+            message_id = properties.message_id or hashlib.sha256(body).hexdigest()[:32]
+            handle = _Delivery(self, self._generation, method.delivery_tag)
+            message = Message(message_id, body.decode("utf-8", errors="replace"), attempt, handle)
+            until = time.monotonic() + lease_seconds
+            self._leases[method.delivery_tag] = _Lease(until, message, properties, body)
+            messages.append(message)
+        return messages
+
+    def _settle(self, action: str, messages: Sequence[Message], seconds: float = 0.0) -> None:
+        deliveries: list[_Delivery] = []
+        for message in messages:
+            deliveries.append(_checks.check_handle(message, _Delivery, "RabbitMQ queue"))
+            if deliveries[-1].queue is not self:
+                raise ValueError(f"message {message.id!r} was received by another queue object")
+        with self._lock:
+            for message, delivery in zip(messages, deliveries, strict=True):
+                lease = self._leases.get(delivery.tag)
+                if delivery.generation != self._generation or lease is None:
+                    why = "its lease ran out, was settled or was lost with a connection"
+                    logger.warning("%s: %s of %s ignored: %s", self.url, action, message.id, why)
+                    continue
+                try:
+                    if action == "extend":
+                        lease.until = time.monotonic() + seconds
+                    elif action == "ack":
+                        del self._leases[delivery.tag]
+                        self._channel.basic_ack(delivery.tag)
+                    else:
+                        self._hand_back(self._channel, delivery.tag)
+                except _LOST as exc:
+                    self._drop(exc)  # the broker requeues it: the lease is lost, as on timeout
+                    why = "its lease was lost with the connection"
+                    logger.warning("%s: %s of %s ignored: %s", self.url, action, message.id, why)
+                    return
+
+    def ack(self, message: Message) -> None:
+        """Delete a received message; ignored (with a warning) if its lease was lost."""
+        self._settle("ack", [message])
+
+    def ack_many(self, messages: Sequence[Message]) -> None:
+        """Delete several received messages, each as :meth:`ack`, under one lock."""
+        self._settle("ack", messages)
+
+    def release(self, message: Message) -> None:
+        """Make a received message visible again at once (at the back of the queue)."""
+        self._settle("release", [message])
+
+    def extend(self, message: Message, lease_seconds: float) -> None:
+        """Set the message's lease to end ``lease_seconds`` from now (no broker round trip)."""
+        seconds = _checks.check_seconds("lease_seconds", lease_seconds)
+        self._settle("extend", [message], seconds)
+
+    # sending
+
+    def send(self, body: str) -> None:
+        """Enqueue one persistent message and wait for the broker's confirm.
+
+        Raises:
+            PublishError: If the broker nacks the message (e.g. a full queue with
+                ``x-overflow: reject-publish``) or cannot route it (the queue was deleted).
+        """
+        self._publish([_checks.check_body(body)])
+
+    def send_batch(self, bodies: Sequence[str]) -> None:
+        """Enqueue many messages, each confirmed; every body is checked before any is sent.
+
+        Raises:
+            PublishError: As :meth:`send`; its ``sent`` tells how many went through, in order.
+        """
+        self._publish(_checks.check_bodies(bodies))
+
+    def _publish(self, bodies: list[str]) -> None:
+        for i, body in enumerate(bodies):
+            properties = pika.BasicProperties(
+                content_type="text/plain; charset=utf-8",
+                delivery_mode=pika.DeliveryMode.Persistent,
+                message_id=uuid.uuid4().hex,
+            )
+            data = body.encode("utf-8")
+
+            def publish(channel: Any, data: bytes = data, properties: Any = properties) -> None:
+                channel.basic_publish("", self.name, data, properties, mandatory=True)
+
+            try:
+                self._call("send", publish)
+            except pika.exceptions.NackError as exc:
+                why = "the broker nacked it (a full queue with x-overflow reject-publish?)"
+                raise PublishError(f"{self.url}: body {i} not sent: {why}", sent=i) from exc
+            except pika.exceptions.UnroutableError as exc:
+                why = "it could not be routed (was the queue deleted?)"
+                raise PublishError(f"{self.url}: body {i} not sent: {why}", sent=i) from exc
+
+    # inspecting
+
+    def counts(self) -> QueueCounts:
+        """Return the broker's ready count and the number of leases this object holds."""
+
+        def count(channel: Any) -> QueueCounts:
+            ready = channel.queue_declare(self.name, passive=True).method.message_count
+            return QueueCounts(visible=int(ready), in_flight=len(self._leases))
+
+        return self._call("counts", count)
+
+    def purge(self) -> None:
+        """Delete every ready message and every message leased here (not other clients')."""
+
+        def purge(channel: Any) -> None:
+            for tag in list(self._leases):
+                del self._leases[tag]
+                channel.basic_ack(tag)
+            channel.queue_purge(self.name)
+
+        self._call("purge", purge)
+
+    def delete(self) -> None:
+        """Delete the queue itself (for tests and the CLI)."""
+        self._call("delete", lambda channel: channel.queue_delete(self.name))
+
+    def close(self) -> None:
+        """Close the connection; the broker requeues messages still leased here."""
+        self._closed.set()
+        pump = getattr(self, "_pump_thread", None)
+        if pump is not None and pump is not threading.current_thread():
+            pump.join()
+        with self._lock:
+            self._leases.clear()
+            self._drop("closed")
+
+    def __repr__(self) -> str:
+        return f"AMQPQueue({self.url!r})"

@@ -1,0 +1,377 @@
+"""``pubsub://PROJECT/SUBSCRIPTION``: Google Cloud Pub/Sub through google-cloud-pubsub.
+
+The queue is a subscription: ``receive`` pulls from it, ``send`` publishes to its topic (found
+with ``GetSubscription``). ``pubsub://projects/P/topics/T/subscriptions/S`` also checks the
+topic. Credentials are Application Default Credentials; ``emulator_host="host:port"`` (or the
+library's own ``PUBSUB_EMULATOR_HOST``) selects an emulator; ``subscriber=``/``publisher=``
+inject clients.
+
+- A lease is the ack deadline, in whole seconds (rounded up), at most 600 per request (a
+  longer lease raises rather than being cut short: the daemon times its heartbeat by the
+  lease it asked for). ``receive`` sets it with ``ModifyAckDeadline`` when it differs from the
+  subscription's own deadline (10-600 s), so short leases work too. ``extend`` is
+  ``ModifyAckDeadline``, ``release`` sets 0, ``ack`` is ``Acknowledge``; Pub/Sub ignores the
+  ack ids of earlier deliveries, so stale handles settle nothing.
+- ``Message.attempt`` is Pub/Sub's ``delivery_attempt``, kept by the service across all
+  daemons, but only for subscriptions with a dead-letter policy. ``create=True`` makes one
+  (topic ``<subscription>-dead-letter``, 100 attempts, Pub/Sub's maximum, so the daemon's
+  ``max_attempts`` decides first). Without a policy this queue object counts the deliveries
+  it saw: a per-process count, so with N daemons a failing message may run up to N times
+  ``max_attempts``. We count rather than refuse, so existing subscriptions work; prefer a
+  policy.
+- ``counts()`` is ``QueueCounts(None, None)``: Pub/Sub has no cheap count.
+- ``receive`` pulls again until ``wait_seconds`` passed (empty pulls may return early);
+  ``wait_seconds=0`` is one pull with a short deadline.
+- ``purge`` seeks the subscription to now (leased messages included); if seeking is refused,
+  visible messages are pulled and acked.
+- ``send``/``send_batch`` publish through the client's batching publisher and wait for every
+  future; failures are raised together (:class:`PublishError`), never dropped.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from google.api_core import exceptions as gexc
+
+from simpletasks.errors import ConfigError, SimpleTasksError
+from simpletasks.queues import Message, QueueCounts, _checks
+from simpletasks.queues import _pubsub_admin as admin
+from simpletasks.queues._pubsub_admin import ADMIN_TIMEOUT_SECONDS, make_client, parse_url
+
+logger = logging.getLogger(__name__)
+
+MAX_LEASE_SECONDS = 600  # longest ack deadline one ModifyAckDeadline call may set
+MAX_PULL = 1000  # messages per pull we ask for
+ACK_CHUNK = 500  # ack ids per Acknowledge/ModifyAckDeadline request (512 KB request limit)
+QUICK_PULL_SECONDS = 0.3  # deadline of the one pull of receive(wait_seconds=0)
+EMPTY_PULL_PAUSE = 0.1  # pause after an early empty pull, before pulling again
+PUBLISH_TIMEOUT_SECONDS = 120.0  # longest wait for publishes to be confirmed
+TRACKED_ATTEMPTS = 100_000  # messages whose attempts we count ourselves, most recent kept
+DEAD_LETTER_ATTEMPTS = 100
+
+
+class PublishError(SimpleTasksError):
+    """Some messages of a ``send``/``send_batch`` were not published; the others were.
+
+    Attributes:
+        failures: ``(index in the argument, error text)`` per message not published.
+    """
+
+    def __init__(self, message: str, failures: list[tuple[int, str]]) -> None:
+        super().__init__(message)
+        self.failures = failures
+
+
+@dataclass(frozen=True)
+class _Ack:
+    subscription: str
+    ack_id: str
+
+
+class PubSubQueue:
+    """A Pub/Sub subscription and its topic (see the module docstring for the semantics).
+
+    Args:
+        project: Project id.
+        subscription: Subscription name (not path).
+        topic: Topic name. Checked against the subscription's topic; with ``create``, the
+            topic to create (default: the subscription's name).
+        subscriber: A ``SubscriberClient`` to use (not closed by :meth:`close`).
+        publisher: A ``PublisherClient`` to use (not closed by :meth:`close`).
+        emulator_host: ``host:port`` of an emulator for the clients made here.
+        create: Create the topic and the subscription if missing.
+        ack_deadline_seconds: Ack deadline of a subscription created here (clamped to
+            10-600 s); a receive with this lease saves one request.
+        dead_letter_attempts: ``max_delivery_attempts`` (5-100) of the dead-letter policy of a
+            subscription created here, whose topic is ``<subscription>-dead-letter``; ``None``
+            creates none.
+
+    Raises:
+        ConfigError: If the subscription does not exist (and ``create`` is false), is not
+            attached to ``topic``, or no credentials are found.
+    """
+
+    #: Longest lease ``receive``/``extend`` accept.
+    max_lease_seconds: int = MAX_LEASE_SECONDS
+
+    def __init__(
+        self,
+        project: str,
+        subscription: str,
+        *,
+        topic: str | None = None,
+        subscriber: Any = None,
+        publisher: Any = None,
+        emulator_host: str | None = None,
+        create: bool = False,
+        ack_deadline_seconds: int = 60,
+        dead_letter_attempts: int | None = DEAD_LETTER_ATTEMPTS,
+    ) -> None:
+        self.project = project
+        self.url = f"pubsub://{project}/{subscription}"
+        self.subscription_path = f"projects/{project}/subscriptions/{subscription}"
+        self._owns = (subscriber is None, publisher is None)
+        self._closed = False
+        self._lock = threading.Lock()
+        self._attempts: OrderedDict[str, int] = OrderedDict()
+        self._subscriber: Any = None
+        self._publisher: Any = None
+        try:
+            self._subscriber = subscriber or make_client("subscriber", emulator_host)
+            self._publisher = publisher or make_client("publisher", emulator_host)
+            subscriber, publisher = self._subscriber, self._publisher
+            if create:
+                admin.create(
+                    subscriber,
+                    publisher,
+                    self.subscription_path,
+                    topic or subscription,
+                    ack_deadline_seconds=ack_deadline_seconds,
+                    dead_letter_attempts=dead_letter_attempts,
+                )
+            info = admin.describe(subscriber, self.subscription_path, topic)
+        except BaseException:
+            self.close()
+            raise
+        #: The topic that ``send`` publishes to (``projects/P/topics/T``).
+        self.topic_path: str = info.topic
+        #: The subscription's own ack deadline in seconds.
+        self.ack_deadline_seconds: int = info.ack_deadline_seconds
+        #: Whether Pub/Sub counts delivery attempts (the subscription has a dead-letter policy).
+        self.counts_attempts = bool(info.dead_letter_policy.dead_letter_topic)
+        #: Largest body in UTF-8 bytes that fits in one publish request.
+        self.max_body_bytes = admin.PUBLISH_REQUEST_BYTES - len(self.topic_path) - 16
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> PubSubQueue:
+        """Open ``pubsub://PROJECT/SUBSCRIPTION`` or the long form; ``kwargs`` as the class's.
+
+        Raises:
+            ConfigError: If the URL has neither form, or as the constructor.
+        """
+        project, subscription, topic = parse_url(url)
+        if topic and kwargs.get("topic", topic) != topic:
+            raise ConfigError(f"topic={kwargs['topic']!r} contradicts the URL {url!r}")
+        queue = cls(project, subscription, **{**kwargs, "topic": topic or kwargs.get("topic")})
+        queue.url = url
+        return queue
+
+    # receiving and settling
+
+    def receive(
+        self, max_messages: int = 1, *, wait_seconds: float = 0.0, lease_seconds: float = 30.0
+    ) -> list[Message]:
+        """Lease up to ``max_messages`` (at most 1000) messages with synchronous pulls.
+
+        Pulls again until a message arrives or ``wait_seconds`` passed; ``lease_seconds`` is
+        rounded up to whole seconds (at most 600).
+        """
+        _checks.check_receive_args(max_messages, wait_seconds, lease_seconds)
+        lease = _lease(lease_seconds)
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            remaining = deadline - time.monotonic()
+            received = self._pull(min(max_messages, MAX_PULL), max(remaining, QUICK_PULL_SECONDS))
+            remaining = deadline - time.monotonic()
+            if received or remaining <= 0:
+                break
+            time.sleep(min(EMPTY_PULL_PAUSE, remaining))
+        if received and lease != self.ack_deadline_seconds:
+            self._modify([r.ack_id for r in received], lease)
+        return [self._message(r) for r in received]
+
+    def _pull(self, max_messages: int, timeout: float) -> list[Any]:
+        try:
+            response = self._subscriber.pull(
+                request={"subscription": self.subscription_path, "max_messages": max_messages},
+                timeout=timeout,
+                retry=None,  # our loop retries; a transient error reaches the caller
+            )
+        except gexc.DeadlineExceeded:
+            return []
+        return list(response.received_messages)
+
+    def _message(self, received: Any) -> Message:
+        data: bytes = received.message.data
+        try:
+            body = data.decode("utf-8")
+        except UnicodeDecodeError:
+            logger.warning("%s: message %s is not UTF-8", self.url, received.message.message_id)
+            body = data.decode("utf-8", "replace")
+        message_id = received.message.message_id
+        return Message(
+            id=message_id,
+            body=body,
+            attempt=received.delivery_attempt or self._count_attempt(message_id),
+            handle=_Ack(self.subscription_path, received.ack_id),
+        )
+
+    def _count_attempt(self, message_id: str) -> int:
+        with self._lock:
+            attempt = self._attempts.pop(message_id, 0) + 1
+            self._attempts[message_id] = attempt
+            if len(self._attempts) > TRACKED_ATTEMPTS:
+                self._attempts.popitem(last=False)
+        return attempt
+
+    def _ack_id(self, message: Message) -> str:
+        handle: _Ack = _checks.check_handle(message, _Ack, "Pub/Sub queue")
+        if handle.subscription != self.subscription_path:
+            raise ValueError(
+                f"message {message.id!r} was received from {handle.subscription}, not from "
+                f"{self.subscription_path}"
+            )
+        return handle.ack_id
+
+    def _modify(self, ack_ids: list[str], seconds: int) -> None:
+        for i in range(0, len(ack_ids), ACK_CHUNK):
+            self._subscriber.modify_ack_deadline(
+                subscription=self.subscription_path,
+                ack_ids=ack_ids[i : i + ACK_CHUNK],
+                ack_deadline_seconds=seconds,
+            )
+
+    def ack(self, message: Message) -> None:
+        """Acknowledge (delete) a received message."""
+        self.ack_many([message])
+
+    def ack_many(self, messages: Sequence[Message]) -> None:
+        """Acknowledge several received messages, up to 500 per request."""
+        ack_ids = [self._ack_id(message) for message in messages]
+        for i in range(0, len(ack_ids), ACK_CHUNK):
+            self._subscriber.acknowledge(
+                subscription=self.subscription_path, ack_ids=ack_ids[i : i + ACK_CHUNK]
+            )
+        with self._lock:
+            for message in messages:
+                self._attempts.pop(message.id, None)
+
+    def release(self, message: Message) -> None:
+        """Make a received message deliverable again at once (ack deadline 0)."""
+        self._modify([self._ack_id(message)], 0)
+
+    def extend(self, message: Message, lease_seconds: float) -> None:
+        """Set the message's ack deadline to ``lease_seconds`` (rounded up, <= 600) from now."""
+        _checks.check_seconds("lease_seconds", lease_seconds)
+        self._modify([self._ack_id(message)], _lease(lease_seconds))
+
+    # sending
+
+    def send(self, body: str) -> None:
+        """Publish one message to the subscription's topic.
+
+        Raises:
+            ValueError: If the body does not fit in a publish request.
+            PublishError: If Pub/Sub did not confirm the publish.
+        """
+        self._publish([self._check_size(_checks.check_body(body), "body")])
+
+    def send_batch(self, bodies: Sequence[str]) -> None:
+        """Publish many messages (batched by the client) and wait until all are confirmed.
+
+        Every body is checked before any is published.
+
+        Raises:
+            ValueError: If a body does not fit in a publish request (nothing is sent).
+            PublishError: If some were not published; it lists them by index, and every
+                other body was published.
+        """
+        checked = _checks.check_bodies(bodies)
+        self._publish([self._check_size(body, f"bodies[{i}]") for i, body in enumerate(checked)])
+
+    def _check_size(self, body: str, what: str) -> bytes:
+        data = body.encode("utf-8")
+        if len(data) > self.max_body_bytes:
+            raise ValueError(
+                f"{what} is {len(data)} bytes of UTF-8; a Pub/Sub message to {self.topic_path} "
+                f"holds at most {self.max_body_bytes} bytes (store large data in a bucket and "
+                "send its key)"
+            )
+        return data
+
+    def _publish(self, payloads: list[bytes]) -> None:
+        if self.topic_path == admin.DELETED_TOPIC:
+            raise ConfigError(f"the topic of {self.subscription_path} was deleted: cannot send")
+        pending: dict[int, Any] = {}
+        failures: list[tuple[int, str]] = []
+        for i, data in enumerate(payloads):
+            try:
+                pending[i] = self._publisher.publish(self.topic_path, data)
+            except Exception as exc:  # e.g. a stopped publisher: report it with the others
+                failures.append((i, f"{type(exc).__name__}: {exc}"))
+        concurrent.futures.wait(pending.values(), timeout=PUBLISH_TIMEOUT_SECONDS)
+        for i, future in pending.items():
+            if not future.done():
+                failures.append((i, f"not confirmed within {PUBLISH_TIMEOUT_SECONDS:.0f} s"))
+            elif (error := future.exception()) is not None:
+                failures.append((i, f"{type(error).__name__}: {error}"))
+        if failures:
+            failures.sort()
+            detail = "; ".join(f"[{i}]: {text}" for i, text in failures[:10])
+            raise PublishError(
+                f"{len(failures)} of {len(payloads)} messages were not published to "
+                f"{self.topic_path} (the others were): {detail}",
+                failures,
+            )
+
+    # inspecting
+
+    def counts(self) -> QueueCounts:
+        """Return ``QueueCounts(None, None)``: Pub/Sub cannot count messages cheaply."""
+        return QueueCounts(visible=None, in_flight=None)
+
+    def purge(self) -> None:
+        """Delete every message, leased ones included, by seeking the subscription to now.
+
+        If the server refuses to seek, visible messages are pulled and acked instead.
+        """
+        try:
+            self._subscriber.seek(
+                request={"subscription": self.subscription_path, "time": datetime.now(UTC)},
+                timeout=ADMIN_TIMEOUT_SECONDS,
+            )
+        except (gexc.MethodNotImplemented, gexc.FailedPrecondition) as exc:
+            logger.info("%s: seek refused (%s); acking visible messages", self.url, exc)
+            while batch := self.receive(MAX_PULL, lease_seconds=60):
+                self.ack_many(batch)
+        with self._lock:
+            self._attempts.clear()
+
+    def delete(self, *, topic: bool = False) -> None:
+        """Delete the subscription; with ``topic``, also its topic and its dead-letter topic."""
+        admin.delete(self._subscriber, self._publisher, self.subscription_path, topics=topic)
+
+    def close(self) -> None:
+        """Flush and close the clients this object made (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        owns_subscriber, owns_publisher = self._owns
+        if owns_publisher and self._publisher is not None:
+            self._publisher.stop()
+            self._publisher.transport.close()
+        if owns_subscriber and self._subscriber is not None:
+            self._subscriber.close()
+
+    def __repr__(self) -> str:
+        return f"PubSubQueue({self.subscription_path!r})"
+
+
+def _lease(lease_seconds: float) -> int:
+    lease = math.ceil(lease_seconds)
+    if lease > MAX_LEASE_SECONDS:
+        raise ValueError(
+            f"lease_seconds must be at most {MAX_LEASE_SECONDS} (10 min) on Pub/Sub, got "
+            f"{lease_seconds} (the daemon's heartbeat renews shorter leases as often as needed)"
+        )
+    return lease
