@@ -81,7 +81,8 @@ def test_schedule_from_a_file_validates_every_line_first(
         (["run"], "Missing option '--queue'"),
         (
             ["run", "--queue", "nope://x", "--error-queue", "mem://e", "--bucket", "mem://b"],
-            "no queue backend for nope:// in 'nope://x'; known: amqp://, file://, mem://, pubsub://, sqs://",
+            "no queue backend for nope:// in 'nope://x'; "
+            "known: amqp://, file://, mem://, pubsub://, sqs://",
         ),
         (
             ["run", "--queue", "mem://q", "--error-queue", "mem://e", "--bucket", "ftp://b"],
