@@ -312,7 +312,7 @@ class DaemonService:
                 attempt=message.attempt,
                 seconds=time.monotonic() - started,
             )
-            if not self._send_report(self.done_queue, report.to_json(), message):
+            if not self._send_report(self.done_queue, report, message):
                 self._retry_later(message)
                 return
         emit(self.hooks, "after_task", task, message, result, reverse=True)
@@ -366,7 +366,7 @@ class DaemonService:
             )
         written = True
         if self.error_queue is not None:
-            written = self._send_report(self.error_queue, report.to_json(), message)
+            written = self._send_report(self.error_queue, report, message)
         emit(self.hooks, "on_error", message, report, reverse=True)
         if final and written and self.error_queue is not None:
             self._leases.ack(message)
@@ -392,9 +392,11 @@ class DaemonService:
             )
         self.stats.add("retried")
 
-    def _send_report(self, target: QueueService, body: str, message: Message) -> bool:
+    def _send_report(
+        self, target: QueueService, report: ErrorReport | DoneReport, message: Message
+    ) -> bool:
         try:
-            target.send(body)
+            target.send(report.to_json(max_bytes=getattr(target, "max_body_bytes", None)))
             return True
         except Exception:
             logger.exception(

@@ -18,13 +18,20 @@ def validate_key(key: str, *, what: str = "key") -> str:
         what: How to name the key in the error message (for example ``"inputs[2]"``).
 
     Raises:
-        InvalidKey: If the key is not a string, is empty, is absolute, contains a backslash
-            or NUL, or has an empty, ``.`` or ``..`` component.
+        InvalidKey: If the key is not a string, is empty, is not valid Unicode, is absolute,
+            contains a backslash or NUL, or has an empty, ``.`` or ``..`` component.
     """
     if not isinstance(key, str):
         raise InvalidKey(f"{what} must be a string, got {type(key).__name__}")
     if not key:
         raise InvalidKey(f"{what} must not be empty")
+    if not key.isascii():
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidKey(
+                f"{what} {key!r} is not valid Unicode (it has a lone surrogate)"
+            ) from None
     if "\x00" in key:
         raise InvalidKey(f"{what} {key!r} contains a NUL character")
     if "\\" in key:

@@ -28,6 +28,7 @@ class State(enum.Enum):
 
     BUFFERED = "buffered"
     RUNNING = "running"
+    ACKING = "acking"  # done; its delete is queued or in flight (the lease is still renewed)
     SETTLED = "settled"
 
 
@@ -84,8 +85,8 @@ class LeaseKeeper:
     def counts(self) -> tuple[int, int]:
         """Return (buffered, running)."""
         with self.changed:
-            buffered = sum(h.state is State.BUFFERED for h in self._held.values())
-            return buffered, len(self._held) - buffered
+            states = [h.state for h in self._held.values()]
+            return states.count(State.BUFFERED), states.count(State.RUNNING)
 
     def take(self, state: State) -> list[Message]:
         """Settle and return every held message in ``state``."""
@@ -99,9 +100,14 @@ class LeaseKeeper:
     # -- queue operations ---------------------------------------------------------------
 
     def ack(self, message: Message) -> None:
-        """Settle ``message`` and queue it for a batched ack."""
-        if self.settle(message):
-            self._acks.put(message)
+        """Queue ``message`` for a batched ack; its lease is renewed until the ack returns."""
+        with self.changed:
+            held = self._held.get(id(message))
+            if held is None or held.state is State.ACKING:
+                return
+            held.state = State.ACKING
+            self.changed.notify_all()
+        self._acks.put(message)
 
     def release_all(self, messages: list[Message]) -> None:
         """Give the leases of ``messages`` back to the queue at once (errors logged)."""
@@ -170,3 +176,6 @@ class LeaseKeeper:
                 ids,
                 exc,
             )
+        finally:
+            for message in batch:  # deleted or not: stop renewing
+                self.settle(message)

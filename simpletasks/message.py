@@ -141,10 +141,10 @@ def decode_body(body: str | bytes) -> Any:
             raise MessageError(f"message body is not UTF-8: {exc}") from None
     try:
         return json.loads(body)
-    except json.JSONDecodeError as exc:
-        raise MessageError(f"message body is not JSON: {exc}") from None
     except RecursionError:
         raise MessageError("message body is not JSON: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, or an integer too long to convert to int
+        raise MessageError(f"message body is not JSON: {exc}") from None
 
 
 def _check_keys(data: dict[str, Any], allowed: set[str], *, required: set[str], where: str) -> None:

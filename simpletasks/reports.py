@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from simpletasks.errors import MessageError
@@ -26,6 +27,45 @@ class HostInfo:
     def current(cls) -> HostInfo:
         """Describe this process."""
         return cls(hostname=socket.gethostname(), pid=os.getpid())
+
+
+#: Characters queues refuse raw (lone surrogates, U+FFFE, U+FFFF); JSON escapes them.
+_UNSENDABLE = re.compile("[\\ud800-\\udfff\\ufffe\\uffff]")
+_SHRINK_MARGIN = 2048  # bytes kept for the short fields when a report must shrink
+
+
+def _dumps(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return _UNSENDABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def _head(text: str, max_bytes: int) -> str:
+    return text.encode()[:max_bytes].decode("utf-8", "ignore")
+
+
+def _report_json(report: Any, max_bytes: int | None) -> str:
+    """Encode a report as JSON any queue accepts, of at most ``max_bytes`` if given.
+
+    Not ``dataclasses.asdict``, which deep-copies the body with two stack frames per level
+    of nesting. A body too deeply nested to encode is replaced by a note; a report over
+    ``max_bytes`` carries the head of its body (and of its long texts) instead.
+    """
+    data = {f.name: getattr(report, f.name) for f in fields(report)}
+    data["host"] = asdict(report.host)
+    try:
+        text = _dumps(data)
+    except (RecursionError, ValueError) as exc:
+        data["body"] = f"<body not encodable as JSON: {type(exc).__name__}>"
+        text = _dumps(data)
+    if max_bytes is None or len(text.encode()) <= max_bytes:
+        return text
+    budget = max(0, max_bytes - _SHRINK_MARGIN) // 8  # escaping may double each string
+    body = _dumps(data["body"])
+    data["body"] = {"truncated": True, "bytes": len(body.encode()), "head": _head(body, budget)}
+    for name in ("error_message", "traceback", "result_message"):
+        if isinstance(data.get(name), str) and len(data[name].encode()) > budget:
+            data[name] = _head(data[name], budget) + " [truncated]"
+    return _dumps(data)
 
 
 def body_for_report(raw: str) -> Any:
@@ -73,9 +113,9 @@ class ErrorReport:
     time: float = field(default_factory=time.time)
     kind: str = "error"
 
-    def to_json(self) -> str:
-        """Return the report as a JSON queue body."""
-        return json.dumps(asdict(self), ensure_ascii=False, default=str)
+    def to_json(self, max_bytes: int | None = None) -> str:
+        """Return the report as a JSON queue body, shrunk to ``max_bytes`` of UTF-8 if given."""
+        return _report_json(self, max_bytes)
 
 
 @dataclass(frozen=True)
@@ -107,6 +147,6 @@ class DoneReport:
     time: float = field(default_factory=time.time)
     kind: str = "done"
 
-    def to_json(self) -> str:
-        """Return the report as a JSON queue body."""
-        return json.dumps(asdict(self), ensure_ascii=False, default=str)
+    def to_json(self, max_bytes: int | None = None) -> str:
+        """Return the report as a JSON queue body, shrunk to ``max_bytes`` of UTF-8 if given."""
+        return _report_json(self, max_bytes)
