@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import logging
 import shutil
-import subprocess
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from simpletasks.emulators import free_port, wait_for_http
+from simpletasks.emulators import LocalService
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +37,7 @@ def find_binary() -> Path | None:
         return None
 
 
-class FakeGcsServer:
+class FakeGcsServer(LocalService):
     """fake-gcs-server on 127.0.0.1, in a child process.
 
     Use it as a context manager::
@@ -72,13 +70,10 @@ class FakeGcsServer:
             raise ValueError(f"backend must be 'memory' or 'filesystem', got {backend!r}")
         if backend == "filesystem" and root is None:
             raise ValueError("the filesystem backend needs root=")
-        self.host = "127.0.0.1"
-        self.port = port or free_port(self.host)
+        super().__init__(port, start_timeout=start_timeout)
         self.backend = backend
         self.root = root
         self.binary = binary
-        self.start_timeout = start_timeout
-        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def endpoint_url(self) -> str:
@@ -100,13 +95,13 @@ class FakeGcsServer:
             client_options={"api_endpoint": self.endpoint_url},
         )
 
-    def start(self) -> FakeGcsServer:
-        """Start the server and wait until it answers.
+    name = "fake-gcs-server"
+
+    def command(self) -> list[str]:
+        """The fake-gcs-server command line (in-memory or filesystem backend).
 
         Raises:
             FileNotFoundError: If no fake-gcs-server binary is found.
-            RuntimeError: If the server exits at start.
-            TimeoutError: If it does not answer within ``start_timeout``.
         """
         binary = self.binary or find_binary()
         if binary is None:
@@ -126,34 +121,8 @@ class FakeGcsServer:
         ]  # fmt: skip
         if self.root is not None:
             cmd += ["-filesystem-root", str(self.root)]
-        logger.info("starting fake-gcs-server on %s", self.endpoint_url)
-        self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait_for_http(f"{self.endpoint_url}/storage/v1/b", self.start_timeout, self._proc)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        return cmd
 
-    def stop(self) -> None:
-        """Stop the server (idempotent)."""
-        if self._proc is None:
-            return
-        self._proc.terminate()
-        try:
-            self._proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-        self._proc = None
-
-    def __enter__(self) -> FakeGcsServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def ready_url(self) -> str:
+        """The bucket listing answers once the server is up."""
+        return f"{self.endpoint_url}/storage/v1/b"

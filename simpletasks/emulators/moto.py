@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import sys
 import urllib.request
-from types import TracebackType
 from typing import Any
 
-from simpletasks.emulators import free_port, wait_for_http
+from simpletasks.emulators import LocalService
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +25,7 @@ FAKE_AWS_ENV = {
 }
 
 
-class MotoServer:
+class MotoServer(LocalService):
     """moto in server mode on 127.0.0.1, in a child process.
 
     Use it as a context manager::
@@ -40,11 +38,7 @@ class MotoServer:
         start_timeout: Seconds to wait for the server to answer.
     """
 
-    def __init__(self, port: int | None = None, *, start_timeout: float = 30.0) -> None:
-        self.host = "127.0.0.1"
-        self.port = port or free_port(self.host)
-        self.start_timeout = start_timeout
-        self._proc: subprocess.Popen[bytes] | None = None
+    name = "moto server"
 
     @property
     def endpoint_url(self) -> str:
@@ -68,48 +62,20 @@ class MotoServer:
             aws_session_token=FAKE_AWS_ENV["AWS_SESSION_TOKEN"],
         )
 
-    def start(self) -> MotoServer:
-        """Start the server and wait until it answers."""
-        cmd = [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)]
-        logger.info("starting moto server on %s", self.endpoint_url)
-        self._proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, **FAKE_AWS_ENV},
-        )
-        try:
-            wait_for_http(f"{self.endpoint_url}/moto-api/", self.start_timeout, self._proc)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+    def command(self) -> list[str]:
+        """``python -m moto.server`` on this host and port."""
+        return [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)]
 
-    def stop(self) -> None:
-        """Stop the server (idempotent)."""
-        if self._proc is None:
-            return
-        self._proc.terminate()
-        try:
-            self._proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-        self._proc = None
+    def ready_url(self) -> str:
+        """moto's own API answers once the server is up."""
+        return f"{self.endpoint_url}/moto-api/"
+
+    def child_env(self) -> dict[str, str]:
+        """Ours plus fake credentials, so the server never sees real ones."""
+        return {**os.environ, **FAKE_AWS_ENV}
 
     def reset(self) -> None:
         """Drop every queue and bucket the server holds."""
         req = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
         with urllib.request.urlopen(req, timeout=10):
             pass
-
-    def __enter__(self) -> MotoServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -13,19 +13,13 @@ that holds the ``gcloud`` found on ``PATH``); else ``gcloud beta emulators pubsu
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
-import signal
-import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import IO
 
-from simpletasks.emulators import free_port, wait_for_http
+from simpletasks.emulators import LocalService
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +71,7 @@ def find_launcher() -> Launcher | None:
     return Launcher("gcloud", gcloud) if gcloud else None
 
 
-class PubSubEmulator:
+class PubSubEmulator(LocalService):
     """The Pub/Sub emulator on 127.0.0.1, in a child process (its own process group).
 
     Use it as a context manager::
@@ -105,13 +99,9 @@ class PubSubEmulator:
         launcher: Launcher | None = None,
         start_timeout: float = 60.0,
     ) -> None:
-        self.host = "127.0.0.1"
-        self.port = port or free_port(self.host)
+        super().__init__(port, start_timeout=start_timeout)
         self.project = project
         self.launcher = launcher
-        self.start_timeout = start_timeout
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
 
     @property
     def host_port(self) -> str:
@@ -122,8 +112,14 @@ class PubSubEmulator:
         """Environment variables that point google-cloud-pubsub at this emulator."""
         return {"PUBSUB_EMULATOR_HOST": self.host_port, "PUBSUB_PROJECT_ID": self.project}
 
-    def start(self) -> PubSubEmulator:
-        """Start the emulator and wait until it answers."""
+    name = "Pub/Sub emulator"
+
+    def command(self) -> list[str]:
+        """The installed emulator's launcher on this host and port.
+
+        Raises:
+            RuntimeError: If no emulator is installed.
+        """
         launcher = self.launcher or find_launcher()
         if launcher is None:
             raise RuntimeError(
@@ -132,61 +128,8 @@ class PubSubEmulator:
                 "Google's apt repository (it needs Java)"
             )
         self.launcher = launcher
-        command = launcher.command(self.host, self.port)
-        logger.info("starting Pub/Sub emulator (%s) on %s", launcher.kind, self.host_port)
-        self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop())
-        self._proc = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # the launcher starts java: stop the whole group
-        )
-        try:
-            wait_for_http(f"http://{self.host_port}/", self.start_timeout, self._proc)
-        except (RuntimeError, TimeoutError) as exc:
-            output = self._output_tail()
-            self.stop()
-            raise RuntimeError(f"Pub/Sub emulator ({' '.join(command)}): {exc}; {output}") from exc
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        return launcher.command(self.host, self.port)
 
-    def _output_tail(self, limit: int = 2000) -> str:
-        if self._log is None:
-            return "no output"
-        self._log.seek(0)
-        text = self._log.read().decode("utf-8", "replace").strip()
-        return f"its output ends: {text[-limit:]}" if text else "no output"
-
-    def stop(self) -> None:
-        """Stop the emulator and its JVM (idempotent)."""
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            _signal_group(proc, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                _signal_group(proc, signal.SIGKILL)
-                proc.wait()
-            _signal_group(proc, signal.SIGKILL)  # a JVM left behind by the launcher
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def __enter__(self) -> PubSubEmulator:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):  # the group is gone already
-        os.killpg(proc.pid, sig)  # start_new_session: the group id is the child's pid
+    def ready_url(self) -> str:
+        """The emulator answers on its root once up."""
+        return f"http://{self.host_port}/"
