@@ -39,6 +39,7 @@ class Held:
     message: Message
     state: State
     lease_until: float  # monotonic
+    renewing: bool = False  # the heartbeat's extend call for it is in flight
 
 
 class LeaseKeeper:
@@ -78,6 +79,7 @@ class LeaseKeeper:
     def settle(self, message: Message) -> bool:
         """Stop holding ``message``; ``False`` if someone else settled it first."""
         with self.changed:
+            self._wait_for_renewals([message])
             held = self._held.pop(id(message), None)
             self.changed.notify_all()
             return held is not None
@@ -92,10 +94,21 @@ class LeaseKeeper:
         """Settle and return every held message in ``state``."""
         with self.changed:
             taken = [h.message for h in self._held.values() if h.state is state]
+            self._wait_for_renewals(taken)
             for message in taken:
                 del self._held[id(message)]
             self.changed.notify_all()
             return taken
+
+    def _wait_for_renewals(self, messages: list[Message]) -> None:
+        """Wait (lock held) until no extend call is in flight for ``messages``.
+
+        So a release or retry delay set after settling is never overwritten by a renewal
+        that was already on its way.
+        """
+        keys = [id(m) for m in messages]
+        while any(self._held[k].renewing for k in keys if k in self._held):
+            self.changed.wait()
 
     # -- queue operations ---------------------------------------------------------------
 
@@ -141,12 +154,20 @@ class LeaseKeeper:
             with self.changed:
                 due = [h for h in self._held.values() if h.lease_until - now < 2 * period]
             for held in due:
+                with self.changed:  # settled meanwhile: its lease is not ours to renew
+                    if self._held.get(id(held.message)) is not held:
+                        continue
+                    held.renewing = True
                 try:
                     self.queue.extend(held.message, self.lease_seconds)
                     held.lease_until = time.monotonic() + self.lease_seconds
                     logger.debug("extended lease of %s", held.message.id)
                 except Exception as exc:
                     logger.warning("could not extend lease of %s: %s", held.message.id, exc)
+                finally:
+                    with self.changed:
+                        held.renewing = False
+                        self.changed.notify_all()
 
     def _acker(self) -> None:
         while True:
