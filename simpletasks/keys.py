@@ -57,3 +57,12 @@ def join_key(*parts: str) -> str:
         InvalidKey: If the joined key is not safe (see :func:`validate_key`).
     """
     return validate_key("/".join(p.rstrip("/") for p in parts if p and p.rstrip("/")))
+
+
+def is_valid_key(key: str) -> bool:
+    """Return whether ``key`` passes :func:`validate_key` (for filtering listings)."""
+    try:
+        validate_key(key)
+    except InvalidKey:
+        return False
+    return True

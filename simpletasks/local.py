@@ -12,8 +12,8 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,31 +44,30 @@ def drain(queue: QueueService) -> list[str]:
     return bodies
 
 
-@contextmanager
-def aws_backends(stack: ExitStack, echo: Callable[[str], object]) -> Iterator[Backends]:
-    """Start moto; yield the example's SQS queues and S3 bucket on it."""
+def aws_backends(stack: ExitStack, echo: Callable[[str], object]) -> Backends:
+    """Start moto (on ``stack``); return the example's SQS queues and S3 bucket on it."""
     moto = stack.enter_context(MotoServer())
     echo(f"moto server (SQS + S3) on {moto.endpoint_url}")
     sqs, s3 = moto.client("sqs"), moto.client("s3")
-    queues = [open_queue(f"sqs://{name}", client=sqs, create=True) for name in QUEUES]
-    yield Backends(*queues, open_bucket(f"s3://{BUCKET}", client=s3, create=True), moto.env())
+    tasks, errors, done = (open_queue(f"sqs://{name}", client=sqs, create=True) for name in QUEUES)
+    bucket = open_bucket(f"s3://{BUCKET}", client=s3, create=True)
+    return Backends(tasks, errors, done, bucket, moto.env())
 
 
-@contextmanager
-def gcp_backends(stack: ExitStack, echo: Callable[[str], object]) -> Iterator[Backends]:
-    """Start fake-gcs-server and the Pub/Sub emulator; yield the example's backends on them."""
+def gcp_backends(stack: ExitStack, echo: Callable[[str], object]) -> Backends:
+    """Start fake-gcs-server and the Pub/Sub emulator (on ``stack``); return the backends."""
     from simpletasks.emulators.gcs import FakeGcsServer
     from simpletasks.emulators.pubsub import PubSubEmulator
 
     gcs = stack.enter_context(FakeGcsServer())
     pubsub = stack.enter_context(PubSubEmulator())
     echo(f"fake-gcs-server on {gcs.endpoint_url}, Pub/Sub emulator on {pubsub.host_port}")
-    queues = [
+    tasks, errors, done = (
         open_queue(f"pubsub://{pubsub.project}/{name}", emulator_host=pubsub.host_port, create=True)
         for name in QUEUES
-    ]
+    )
     bucket = open_bucket(f"gs://{BUCKET}", client=gcs.client(), create=True)
-    yield Backends(*queues, bucket, {**gcs.env(), **pubsub.env()})
+    return Backends(tasks, errors, done, bucket, {**gcs.env(), **pubsub.env()})
 
 
 @dataclass
@@ -102,7 +101,7 @@ def run_local(
     start = {"aws": aws_backends, "gcp": gcp_backends}[cloud]
     with ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="simpletasks-"))
-        b = stack.enter_context(start(stack, echo))
+        b = start(stack, echo)
         tasks_q, errors_q, done_q, bucket = b.tasks, b.errors, b.done, b.bucket
         echo(f"created queues {', '.join(QUEUES)} and bucket {bucket.url}")
 
@@ -180,7 +179,7 @@ def start_stack(stack: ExitStack, echo: Callable[[str], object] = print) -> dict
     else:
         backends.append(gcp_backends)
     for start in backends:
-        made = stack.enter_context(start(stack, echo))
+        made = start(stack, echo)
         env.update(made.env)
         urls = ", ".join(q.url for q in (made.tasks, made.errors, made.done))
         echo(f"  queues {urls}; bucket {made.bucket.url}")

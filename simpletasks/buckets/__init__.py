@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, runtime_checkable
 
+from simpletasks.errors import ConfigError, InvalidKey
+from simpletasks.keys import validate_key
 from simpletasks.urls import BUCKET_BACKENDS, open_backend
 
 
@@ -64,6 +66,35 @@ class BucketService(Protocol):
         ...
 
 
+def split_bucket_url(url: str, scheme: str, service: str) -> tuple[str, str]:
+    """Split ``scheme://bucket[/prefix]`` into ``(bucket, prefix)``; the prefix has no end slash.
+
+    Args:
+        url: The URL to split.
+        scheme: The scheme it must have (``"s3"``, ``"gs"``).
+        service: How to name the service in errors (``"S3"``, ``"GCS"``).
+
+    Raises:
+        ConfigError: If ``url`` has another scheme or no bucket name, or its prefix is not a
+            safe key.
+    """
+    form = f"{scheme}://bucket[/prefix]"
+    article = "an" if service[:1] in "AEFHILMNORSX" else "a"  # an S3, a GCS
+    found, sep, rest = url.partition("://") if isinstance(url, str) else ("", "", "")
+    if not sep or found.lower() != scheme:
+        raise ConfigError(f"not {article} {service} bucket URL: {url!r}; expected {form}")
+    bucket, _, prefix = rest.partition("/")
+    if not bucket:
+        raise ConfigError(f"{service} URL {url!r} has no bucket name; expected {form}")
+    prefix = prefix.rstrip("/")
+    if prefix:
+        try:
+            validate_key(prefix, what="prefix")
+        except InvalidKey as exc:
+            raise ConfigError(f"{service} URL {url!r} has an unsafe prefix: {exc}") from None
+    return bucket, prefix
+
+
 def open_bucket(url: str, **kwargs: Any) -> BucketService:
     """Open the bucket that ``url`` names, choosing the backend by scheme.
 
@@ -79,4 +110,4 @@ def open_bucket(url: str, **kwargs: Any) -> BucketService:
     return bucket
 
 
-__all__ = ["BucketService", "open_bucket"]
+__all__ = ["BucketService", "open_bucket", "split_bucket_url"]

@@ -30,9 +30,10 @@ from google.cloud import storage
 from google.cloud.storage.exceptions import DataCorruption
 from google.cloud.storage.retry import DEFAULT_RETRY
 
+from simpletasks.buckets import split_bucket_url
 from simpletasks.buckets.file import atomic_path, validate_prefix
-from simpletasks.errors import ConfigError, IntegrityError, InvalidKey, KeyNotFound
-from simpletasks.keys import validate_key
+from simpletasks.errors import ConfigError, IntegrityError, KeyNotFound
+from simpletasks.keys import is_valid_key, validate_key
 
 logger = logging.getLogger(__name__)
 
@@ -57,33 +58,8 @@ def make_client(
 
 
 def parse_gs_url(url: str) -> tuple[str, str]:
-    """Split ``gs://bucket[/prefix]`` into ``(bucket, prefix)``; the prefix has no end slash.
-
-    Raises:
-        ConfigError: If ``url`` is not a ``gs://`` URL with a bucket name, or its prefix is
-            not a safe key.
-    """
-    scheme, sep, rest = url.partition("://") if isinstance(url, str) else ("", "", "")
-    if not sep or scheme.lower() != "gs":
-        raise ConfigError(f"not a GCS bucket URL: {url!r}; expected gs://bucket[/prefix]")
-    bucket, _, prefix = rest.partition("/")
-    if not bucket:
-        raise ConfigError(f"GCS URL {url!r} has no bucket name; expected gs://bucket[/prefix]")
-    prefix = prefix.rstrip("/")
-    if prefix:
-        try:
-            validate_key(prefix, what="prefix")
-        except InvalidKey as exc:
-            raise ConfigError(f"GCS URL {url!r} has an unsafe prefix: {exc}") from None
-    return bucket, prefix
-
-
-def _is_valid_key(key: str) -> bool:
-    try:
-        validate_key(key)
-    except InvalidKey:
-        return False
-    return True
+    """Split ``gs://bucket[/prefix]`` into ``(bucket, prefix)`` (see :func:`split_bucket_url`)."""
+    return split_bucket_url(url, "gs", "GCS")
 
 
 class _VerifyingWriter:
@@ -337,7 +313,7 @@ class GCSBucket:
         try:
             for blob in blobs:  # GCS lists names in lexicographic order
                 key = str(blob.name)[len(self._base) :]
-                if not _is_valid_key(key):
+                if not is_valid_key(key):
                     logger.debug("skipping object %r: not a valid key", blob.name)
                     continue
                 yield key

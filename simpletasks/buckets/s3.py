@@ -23,9 +23,10 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
 from simpletasks import aws
+from simpletasks.buckets import split_bucket_url
 from simpletasks.buckets.file import atomic_path, validate_prefix
-from simpletasks.errors import ConfigError, IntegrityError, InvalidKey, KeyNotFound
-from simpletasks.keys import validate_key
+from simpletasks.errors import ConfigError, IntegrityError, KeyNotFound
+from simpletasks.keys import is_valid_key, validate_key
 
 logger = logging.getLogger(__name__)
 
@@ -62,34 +63,9 @@ def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-def _is_valid_key(key: str) -> bool:
-    try:
-        validate_key(key)
-    except InvalidKey:
-        return False
-    return True
-
-
 def parse_s3_url(url: str) -> tuple[str, str]:
-    """Split ``s3://bucket[/prefix]`` into ``(bucket, prefix)``; the prefix has no end slash.
-
-    Raises:
-        ConfigError: If ``url`` is not an ``s3://`` URL with a bucket name, or its prefix is
-            not a safe key.
-    """
-    scheme, sep, rest = url.partition("://") if isinstance(url, str) else ("", "", "")
-    if not sep or scheme.lower() != "s3":
-        raise ConfigError(f"not an S3 bucket URL: {url!r}; expected s3://bucket[/prefix]")
-    bucket, _, prefix = rest.partition("/")
-    if not bucket:
-        raise ConfigError(f"S3 URL {url!r} has no bucket name; expected s3://bucket[/prefix]")
-    prefix = prefix.rstrip("/")
-    if prefix:
-        try:
-            validate_key(prefix, what="prefix")
-        except InvalidKey as exc:
-            raise ConfigError(f"S3 URL {url!r} has an unsafe prefix: {exc}") from None
-    return bucket, prefix
+    """Split ``s3://bucket[/prefix]`` into ``(bucket, prefix)`` (see :func:`split_bucket_url`)."""
+    return split_bucket_url(url, "s3", "S3")
 
 
 class S3Bucket:
@@ -308,7 +284,7 @@ class S3Bucket:
             for page in pages:
                 for obj in page.get("Contents", []):
                     key = str(obj["Key"])[len(self._base) :]
-                    if not _is_valid_key(key):
+                    if not is_valid_key(key):
                         logger.debug("skipping object %r: not a valid key", obj["Key"])
                         continue
                     yield key
