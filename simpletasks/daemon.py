@@ -1,11 +1,8 @@
 """The daemon: receive task messages, run them on worker threads, report, ack.
 
-One loop receives messages in batches and hands them to ``concurrency`` worker threads. A
-message is acked only after its task's ``finalize`` succeeded, or after its error report was
-written. A failed task goes back to the queue (after a growing delay) until its attempt limit,
-then is reported as final and acked. Malformed messages are reported and acked at once.
-SIGTERM/SIGINT stop the loop, let running tasks finish within a grace period and release the
-leases of the rest.
+A message is acked only after its task's ``finalize`` succeeded or its error report was
+written. A failed task is retried after a growing delay up to its attempt limit; malformed
+messages are reported at once; SIGTERM/SIGINT let running tasks finish within a grace period.
 """
 
 from __future__ import annotations
@@ -260,21 +257,16 @@ class DaemonService:
             except Exception:  # _process reports everything; this is a last resort
                 logger.exception("internal error handling message %s", message.id)
                 self._retry_later(message)
-            self._record_duration(time.monotonic() - started)
-
-    def _record_duration(self, seconds: float) -> None:
-        mean = self._mean_seconds
-        self._mean_seconds = seconds if mean is None else 0.8 * mean + 0.2 * seconds
+            seconds, mean = time.monotonic() - started, self._mean_seconds
+            self._mean_seconds = seconds if mean is None else 0.8 * mean + 0.2 * seconds
 
     def _process(self, message: Message) -> None:
         s = self.settings
         try:
             task = self.registry.parse(message.body)
-        except MessageError as exc:
-            self._fail(message, None, "parse", exc, final=True, with_traceback=False)
-            return
-        except Exception as exc:  # e.g. a payload dataclass rejecting its values
-            self._fail(message, None, "parse", exc, final=True)
+        except Exception as exc:  # a MessageError, or e.g. a payload dataclass's own check
+            traced = not isinstance(exc, MessageError)
+            self._fail(message, None, "parse", exc, final=True, with_traceback=traced)
             return
         if message.attempt > s.max_attempts:
             too_many = RuntimeError(
