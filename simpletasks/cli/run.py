@@ -50,7 +50,7 @@ def build_datasource(bucket_url: str, cache_dir: str, cache_max_bytes: int | Non
     "queue_url",
     show_envvar=True,
     envvar=env_name("QUEUE"),
-    help="Task queue URL (sqs://name, file:///dir, mem://name). Required.",
+    help="Task queue URL (sqs://, pubsub://, amqp://, file://, mem://). Required.",
 )
 @click.option(
     "--error-queue",
@@ -71,7 +71,7 @@ def build_datasource(bucket_url: str, cache_dir: str, cache_max_bytes: int | Non
     "bucket_url",
     show_envvar=True,
     envvar=env_name("BUCKET"),
-    help="Bucket URL (s3://bucket/prefix, file:///dir). Required.",
+    help="Bucket URL (s3://bucket/prefix, gs://bucket/prefix, file:///dir). Required.",
 )
 @click.option(
     "--cache-dir",
