@@ -56,3 +56,16 @@ class ConfigError(SimpleTasksError, ValueError):
 
 class TaskFailed(SimpleTasksError):
     """A task's ``execute`` returned a result with ``success=False``."""
+
+
+class PermanentFailure(SimpleTasksError):
+    """Raise from a task hook for a failure that no retry can fix (a missing input, a file
+    that is not an image...). The daemon reports it as final at once instead of retrying.
+    """
+
+
+class TaskCancelled(SimpleTasksError):
+    """Raised by :meth:`TaskContext.raise_if_cancelled` once the daemon has given the task
+    up (its grace period ran out, or a second stop request came): the task's message was
+    released, so its outputs must not be published.
+    """

@@ -45,11 +45,38 @@ class QueueCounts:
     in_flight: int | None
 
 
+@dataclass(frozen=True)
+class QueueCapabilities:
+    """What a queue backend can do; the daemon reads these instead of assuming SQS.
+
+    Attributes:
+        max_batch: Most messages one ``receive`` (and one ack or send batch) may move.
+        max_lease_seconds: Longest lease the backend grants (``None``: no limit).
+        max_body_bytes: Largest message body in UTF-8 bytes (``None``: no limit).
+        counts: Whether :meth:`QueueService.counts` knows the numbers.
+        ordered: Delivery order is a priority that can change while messages wait (the
+            in-process priority queue): the daemon then receives only for idle workers and
+            never buffers messages locally, so stale low-priority work cannot run ahead of a
+            newer urgent message.
+    """
+
+    max_batch: int = 10
+    max_lease_seconds: float | None = None
+    max_body_bytes: int | None = None
+    counts: bool = True
+    ordered: bool = False
+
+
 @runtime_checkable
 class QueueService(Protocol):
     """What the daemon needs from a queue. Every backend implements exactly this."""
 
     url: str
+
+    @property
+    def capabilities(self) -> QueueCapabilities:
+        """What this backend can do (batch size, lease and body limits, counts)."""
+        ...
 
     def receive(
         self, max_messages: int = 1, *, wait_seconds: float = 0.0, lease_seconds: float = 30.0
@@ -112,4 +139,4 @@ def open_queue(url: str, **kwargs: Any) -> QueueService:
     return queue
 
 
-__all__ = ["Message", "QueueCounts", "QueueService", "open_queue"]
+__all__ = ["Message", "QueueCapabilities", "QueueCounts", "QueueService", "open_queue"]
