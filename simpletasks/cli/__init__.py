@@ -1,33 +1,69 @@
-"""The ``simpletasks`` command line: run, schedule, status, purge, local.
+"""The ``simpletasks`` command line.
 
-Every option can also come from a ``SIMPLETASKS_*`` environment variable (named in
-``--help``); a flag on the command line wins. This module is the only one that configures
-logging handlers (in ``setup_logging``). One module per group of commands: ``run``,
-``queues`` (schedule, status, purge) and ``local``.
+Commands: ``run`` (the daemon), ``create`` and ``upload`` (set up queues, buckets and
+inputs), ``schedule``, ``status``, ``peek``, ``requeue`` and ``purge`` (work with queues),
+``local`` (the example and the local stack). Every option of ``run`` can also come from a
+``SIMPLETASKS_*`` environment variable (named in ``--help``); a flag wins. A mistake ends in
+one line, ``Error: ...``, exit status 1 (2 for wrong usage); see :mod:`._common`. This package
+is the only place that configures logging handlers.
 """
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
-from simpletasks.cli import local, queues, run
-from simpletasks.cli._common import env_name, setup_logging
+from simpletasks.cli import local, queues, run, setup
+from simpletasks.cli._common import CONTEXT_SETTINGS, Group, log_level_option
 
 
-@click.group()
-@click.option(
-    "--log-level",
-    default="info",
-    show_envvar=True,
-    envvar=env_name("LOG_LEVEL"),
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-)
+@click.group(cls=Group, context_settings=CONTEXT_SETTINGS)
+@log_level_option("info")
 @click.version_option(package_name="simpletasks")
-def main(log_level: str) -> None:
-    """Run small data-heavy tasks from a queue (SQS, Pub/Sub, RabbitMQ, file) on a bucket."""
-    setup_logging(log_level)
+def main() -> None:
+    """Run small data-heavy tasks from a queue on a bucket.
+
+    Queues: sqs://, pubsub://, amqp://, file:/// (and mem:// inside one Python process).
+    Buckets: s3://, gs://, file:/// (and mem://). Start with `simpletasks local`.
+    """
 
 
-for command in (run.run, queues.schedule, queues.status, queues.purge, local.local):
+for command in (
+    run.run,
+    setup.create,
+    setup.upload,
+    queues.schedule,
+    queues.status,
+    queues.peek,
+    queues.requeue,
+    queues.purge,
+    local.local,
+):
     main.add_command(command)
+
+
+def _add_pipeline_commands() -> None:
+    """Add the commands of the pipeline modules (``cli/edge.py``, ``cli/tier.py``) if present.
+
+    Such a module lists its commands in ``COMMANDS``; without it, every click command it
+    defines is added.
+    """
+    for name in ("edge", "tier"):
+        try:
+            module = importlib.import_module(f"simpletasks.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"simpletasks.cli.{name}":
+                raise
+            continue
+        commands = getattr(module, "COMMANDS", None) or [
+            obj
+            for obj in vars(module).values()
+            if isinstance(obj, click.Command)
+            and getattr(obj.callback, "__module__", None) == module.__name__
+        ]
+        for command in commands:
+            main.add_command(command)
+
+
+_add_pipeline_commands()

@@ -1,11 +1,39 @@
-"""What the command modules share: environment variable names and logging set-up."""
+"""What the command modules share: option helpers, URL checks, masking, errors, logging.
+
+Errors: a command raises :class:`~simpletasks.errors.SimpleTasksError` (or a click error);
+:class:`Group` turns it into one line, ``Error: <message>``, with any ``amqp://`` password
+masked, and exit status 1 (2 for wrong usage). No traceback for a mistake a user can fix.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from simpletasks.errors import SimpleTasksError
 
 DEFAULT_CACHE = "~/.cache/simpletasks"
+CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
+QUEUE_SCHEMES = (
+    "sqs://NAME, pubsub://PROJECT/SUBSCRIPTION, amqp://USER:PASS@HOST/VHOST?queue=NAME, "
+    "file:///ABS/DIR"
+)
+BUCKET_SCHEMES = "s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, file:///ABS/DIR"
+MEM_REASON = (
+    "mem:// lives inside one process and vanishes when this command exits; "
+    "use file:///absolute/dir for a local queue or bucket (or sqs://, pubsub://, amqp://, "
+    "s3://, gs://)"
+)
+#: Exceptions of the cloud SDKs shown as one line when a backend let one through.
+_LIBRARY_MODULES = ("botocore", "boto3", "google", "pika", "urllib3", "requests")
+
+F = TypeVar("F", bound=Callable[..., Any])
+_PASSWORD = re.compile(r"(?i)\b(amqps?://[^:/@\s'\"]*:)[^@\s'\"]*@")
 
 
 def env_name(name: str) -> str:
@@ -13,12 +41,117 @@ def env_name(name: str) -> str:
     return f"SIMPLETASKS_{name}"
 
 
+def redact(text: str) -> str:
+    """Mask the password of every ``amqp://user:password@`` URL in ``text``."""
+    return _PASSWORD.sub(r"\1***@", text)
+
+
+def echo(text: str, **kwargs: Any) -> None:
+    """``click.echo`` with passwords masked."""
+    click.echo(redact(text), **kwargs)
+
+
 def setup_logging(level: str) -> None:
     """Log to stderr at ``level``; keep the cloud SDKs' chatter at warnings."""
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    if not logging.root.handlers:
+        logging.basicConfig(
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        )
+        for handler in logging.root.handlers:
+            handler.addFilter(_RedactFilter())
+    logging.root.setLevel(getattr(logging, level.upper()))
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "pika", "google"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.root.level))
+        # pika logs every failed connection attempt at ERROR: the command says it once.
+        floor = logging.CRITICAL if noisy == "pika" else logging.WARNING
+        logging.getLogger(noisy).setLevel(max(floor, logging.root.level))
+
+
+class _RedactFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        masked = redact(text)
+        if masked != text:
+            record.msg, record.args = masked, None
+        return True
+
+
+def _set_log_level(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        setup_logging(value)
+
+
+def log_level_option(default: str | None) -> Callable[[F], F]:
+    """The ``--log-level`` option: on the group (with a default) and on every subcommand."""
+    return click.option(
+        "--log-level",
+        default=default,
+        show_default=default is not None,
+        show_envvar=default is not None,
+        envvar=env_name("LOG_LEVEL") if default is not None else None,
+        type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+        expose_value=False,
+        is_eager=True,
+        callback=_set_log_level,
+        help="Log level (also accepted before the command).",
+    )
+
+
+def refuse_mem(url: str | None, option: str) -> None:
+    """Refuse a ``mem://`` URL: it would live and die with this one command."""
+    if url and url.lower().startswith("mem://"):
+        raise click.BadParameter(MEM_REASON, param_hint=option)
+
+
+def require(**options: Any) -> None:
+    """Report every missing required option at once (``--from-metadata`` may give them).
+
+    Args:
+        **options: ``option_name=value`` pairs, as in ``error_queue=error_url``.
+    """
+    missing = [
+        f"--{name.rstrip('_').replace('_', '-')}" for name, value in options.items() if not value
+    ]
+    if missing:
+        names = ", ".join(missing)
+        raise click.UsageError(f"missing option(s) {names}")
+
+
+def _library_error(exc: BaseException) -> bool:
+    module = type(exc).__module__ or ""
+    return module.split(".")[0] in _LIBRARY_MODULES
+
+
+class Group(click.Group):
+    """A click group whose commands fail with one line, never a traceback, on a known error."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; turn known errors into ``Error: <message>`` (passwords masked)."""
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx else ctx.command_path
+            text = redact(exc.format_message())
+            raise UsageLine(f"{text} (see `{where} -h`)") from None
+        except click.ClickException as exc:
+            exc.message = redact(exc.message)
+            raise
+        except SimpleTasksError as exc:
+            raise click.ClickException(redact(str(exc) or type(exc).__name__)) from None
+        except Exception as exc:
+            if not _library_error(exc):
+                raise
+            text = " ".join(str(exc).split()) or "(no message)"
+            raise click.ClickException(redact(f"{type(exc).__name__}: {text}")) from None
+
+
+class UsageLine(click.ClickException):
+    """A usage mistake shown as one line (click's own usage errors print the usage first)."""
+
+    exit_code = 2
+
+
+class MessageLine(click.ClickException):
+    """An error about one line of an input file."""
+
+    def __init__(self, source: str, line: int, message: str) -> None:
+        super().__init__(f"{source}, line {line}: {message}")

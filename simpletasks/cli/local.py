@@ -7,10 +7,11 @@ from typing import Any
 
 import click
 
-from simpletasks.errors import SimpleTasksError
+from simpletasks.cli._common import echo, log_level_option
 
 
 @click.command()
+@log_level_option(None)
 @click.option(
     "--cloud",
     type=click.Choice(["aws", "gcp"]),
@@ -18,7 +19,13 @@ from simpletasks.errors import SimpleTasksError
     show_default=True,
     help="Run the example on moto (SQS + S3) or on the Pub/Sub emulator + fake-gcs-server.",
 )
-@click.option("--concurrency", default=2, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--concurrency",
+    default=2,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Worker threads of the example's daemon.",
+)
 @click.option(
     "--keep-cache",
     "cache_dir",
@@ -28,7 +35,8 @@ from simpletasks.errors import SimpleTasksError
 @click.option(
     "--stack",
     is_flag=True,
-    help="Instead: start every local service, write --env-file, run until Ctrl-C.",
+    help="Instead: start moto (SQS + S3) and, if installed, the GCP emulators, with the "
+    "example's queues and bucket; write --env-file; run until Ctrl-C. Does not start RabbitMQ.",
 )
 @click.option(
     "--env-file",
@@ -45,19 +53,15 @@ def local(cloud: str, concurrency: int, cache_dir: str | None, stack: bool, env_
     output. With --stack, starts moto, fake-gcs-server and the Pub/Sub emulator (those that
     are installed), writes their addresses to an env file and keeps them running: then
     `set -a; . simpletasks-local.env; set +a` and use sqs://, s3://, pubsub:// and gs:// URLs
-    as on the clouds.
+    as on the clouds. --cloud gcp and the GCP part of --stack need
+    `pip install 'simpletasks[gcp-local]'` and the Pub/Sub emulator (Java).
     """
     from simpletasks import local as local_run
 
-    try:
-        if stack:
-            _serve_stack(Path(env_file), local_run)
-            return
-        ok = local_run.run_local(
-            cloud=cloud, concurrency=concurrency, cache_dir=cache_dir, echo=click.echo
-        )
-    except SimpleTasksError as exc:
-        raise click.ClickException(str(exc)) from exc
+    if stack:
+        _serve_stack(Path(env_file), local_run)
+        return
+    ok = local_run.run_local(cloud=cloud, concurrency=concurrency, cache_dir=cache_dir, echo=echo)
     if not ok:
         raise click.ClickException("the local run did not complete cleanly (see above)")
 
@@ -71,9 +75,9 @@ def _serve_stack(env_file: Path, local_run: Any) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: stop.set())
     with ExitStack() as services:
-        env = local_run.start_stack(services, echo=click.echo)
+        env = local_run.start_stack(services, echo=echo)
         local_run.write_env_file(env_file, env)
-        click.echo(f"wrote {env_file}; press Ctrl-C to stop the services")
+        echo(f"wrote {env_file}; press Ctrl-C to stop the services")
         stop.wait()
     env_file.unlink(missing_ok=True)
-    click.echo("services stopped")
+    echo("services stopped")

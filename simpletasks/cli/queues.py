@@ -1,17 +1,43 @@
-"""`simpletasks schedule | status | purge`: working with queues."""
+"""`simpletasks schedule | status | peek | requeue | purge`: working with queues.
+
+``peek``, ``status`` and ``requeue`` read a queue without consuming it: they receive (lease)
+messages, look at them and release them, so the messages are invisible to other receivers
+for that moment only.
+"""
 
 from __future__ import annotations
 
+import json
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
 
-from simpletasks.cli._common import env_name
-from simpletasks.errors import SimpleTasksError
+from simpletasks.cli._common import (
+    QUEUE_SCHEMES,
+    MessageLine,
+    echo,
+    env_name,
+    log_level_option,
+    refuse_mem,
+    require,
+)
+from simpletasks.errors import MessageError
+
+HOLD_SECONDS = 300.0  # lease on messages held while peeking (released at the end)
 
 
 @click.command()
-@click.option("--queue", "queue_url", required=True, show_envvar=True, envvar=env_name("QUEUE"))
+@log_level_option(None)
+@click.option(
+    "--queue",
+    "queue_url",
+    show_envvar=True,
+    envvar=env_name("QUEUE"),
+    help=f"Task queue to send to: {QUEUE_SCHEMES}. Required.",
+)
 @click.option(
     "--bucket",
     "bucket_url",
@@ -24,64 +50,357 @@ from simpletasks.errors import SimpleTasksError
     type=click.Choice(["noop"]),
     help="Write the NO_OP example's inputs and schedule its 9 tasks.",
 )
-@click.option("--threads", default=4, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--task",
+    "task_paths",
+    multiple=True,
+    metavar="MODULE:CLASS",
+    help="Check every message against these task types (name and payload) before any is "
+    "sent; repeatable. The current directory is on the import path.",
+)
+@click.option(
+    "--threads", default=4, show_default=True, type=click.IntRange(min=1), help="Send threads."
+)
 @click.argument("messages_file", required=False, type=click.File("r"))
 def schedule(
-    queue_url: str, bucket_url: str | None, example: str | None, threads: int, messages_file: Any
+    queue_url: str | None,
+    bucket_url: str | None,
+    example: str | None,
+    task_paths: tuple[str, ...],
+    threads: int,
+    messages_file: Any,
 ) -> None:
-    """Send tasks: the --example job, or one JSON message per line of MESSAGES_FILE ('-' = stdin).
+    """Send tasks: the --example job, or MESSAGES_FILE with one JSON message per line ('-' =
+    stdin).
 
-    Every message is validated before any is sent.
+    Every message is checked before any is sent; an error names the line.
     """
     from simpletasks.queues import open_queue
     from simpletasks.scheduler import schedule as send_all
 
+    require(queue=queue_url)
+    assert queue_url is not None
+    refuse_mem(queue_url, "--queue")
+    refuse_mem(bucket_url, "--bucket")
     if bool(example) == bool(messages_file):
         raise click.UsageError("give either --example or MESSAGES_FILE")
-    try:
-        if example:
-            if not bucket_url:
-                raise click.UsageError("--example needs --bucket")
-            from simpletasks.buckets import open_bucket
-            from simpletasks.tasks.noop import make_example_job
+    if example:
+        if not bucket_url:
+            raise click.UsageError("--example needs --bucket")
+        from simpletasks.buckets import open_bucket
+        from simpletasks.tasks.noop import make_example_job
 
-            tasks: list[Any] = make_example_job(open_bucket(bucket_url))
-        else:
-            tasks = [line for line in messages_file.read().splitlines() if line.strip()]
-        sent = send_all(open_queue(queue_url), tasks, threads=threads, progress=True)
-    except SimpleTasksError as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(f"sent {sent} task(s) to {queue_url}")
+        queue = open_queue(queue_url)
+        tasks: list[Any] = make_example_job(open_bucket(bucket_url))
+    else:
+        tasks = read_messages(messages_file, task_paths)
+        queue = open_queue(queue_url)
+    sent = send_all(queue, tasks, threads=threads, progress=True)
+    echo(f"sent {sent} task(s) to {queue.url}")
+
+
+def read_messages(stream: Any, task_paths: tuple[str, ...] = ()) -> list[str]:
+    """Read one JSON task message per non-empty line; check each (and against task types).
+
+    Raises:
+        MessageLine: Naming the first bad line; a hint when the file is pretty-printed JSON.
+    """
+    from simpletasks.message import TaskMessage
+
+    source = getattr(stream, "name", "<input>")
+    source = "<stdin>" if source in ("-", "<stdin>") else source
+    text = stream.read()
+    registry = None
+    if task_paths:
+        from simpletasks.cli.run import build_registry
+
+        registry = build_registry(task_paths)
+    bodies = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            if registry is not None:
+                registry.parse(line)
+            else:
+                TaskMessage.from_json(line)
+        except MessageError as exc:
+            raise MessageLine(source, number, f"{exc}{_pretty_hint(text)}") from None
+        bodies.append(line)
+    return bodies
+
+
+def _pretty_hint(text: str) -> str:
+    """A hint when ``text`` is JSON over several lines (pretty-printed, or a list)."""
+    try:
+        whole = json.loads(text)
+    except ValueError:
+        return ""
+    if isinstance(whole, list):
+        return (
+            "; this file is one JSON list, but one message per line is expected (JSON Lines): "
+            "write each message on a line of its own, without the enclosing [ ]"
+        )
+    if text.strip().count("\n"):
+        return (
+            "; this file looks like pretty-printed JSON, but one message per line is "
+            "expected (JSON Lines): write each message on a single line"
+        )
+    return ""
+
+
+@contextmanager
+def held(queue: Any, limit: int, wait_seconds: float = 1.0) -> Iterator[list[Any]]:
+    """Receive up to ``limit`` visible messages and release them all on exit (peek)."""
+    messages: list[Any] = []
+    try:
+        while len(messages) < limit:
+            want = min(queue.capabilities.max_batch, limit - len(messages))
+            batch = queue.receive(
+                want, wait_seconds=wait_seconds if not messages else 0.0, lease_seconds=HOLD_SECONDS
+            )
+            if not batch:
+                break
+            messages += batch
+        yield messages
+    finally:
+        for message in messages:
+            queue.release(message)
+
+
+def read_report(body: str) -> dict[str, Any] | None:
+    """Return a report as a dict (``kind`` ``error`` or ``done``), or ``None`` for a task."""
+    try:
+        from simpletasks.reports import parse_report
+    except ImportError:  # an older core: read the JSON as written
+        parse_report = None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("kind") not in ("error", "done"):
+        return None
+    if parse_report is not None:
+        try:
+            report = parse_report(body)
+        except MessageError:
+            return data
+        return {**data, **{k: v for k, v in vars(report).items() if k != "host"}}
+    return data
 
 
 @click.command()
-@click.argument("queue_urls", nargs=-1, required=True)
-def status(queue_urls: tuple[str, ...]) -> None:
-    """Print visible and in-flight counts of each queue."""
+@log_level_option(None)
+@click.argument("queue_urls", nargs=-1, required=True, metavar="QUEUE_URL...")
+@click.option(
+    "--scan",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Read (and release) up to this many messages of each queue to summarise its "
+    "reports; 0: counts only.",
+)
+def status(queue_urls: tuple[str, ...], scan: int) -> None:
+    """Print visible and in-flight counts of each queue, and what its reports say.
+
+    For an error queue, final failures (the daemon gave up) are told apart from retried
+    attempts (the task is still on its queue). QUEUE_URL: sqs://, pubsub://, amqp://,
+    file:///.
+    """
     from simpletasks.queues import open_queue
 
     for url in queue_urls:
-        try:
-            counts = open_queue(url).counts()
-        except SimpleTasksError as exc:
-            raise click.ClickException(f"{url}: {exc}") from exc
-        click.echo(f"{url}\tvisible={_n(counts.visible)}\tin_flight={_n(counts.in_flight)}")
+        refuse_mem(url, "QUEUE_URL")
+    for url in queue_urls:
+        queue = open_queue(url)
+        counts = queue.counts()
+        echo(f"{queue.url}\tvisible={_n(counts.visible)}\tin_flight={_n(counts.in_flight)}")
+        if scan:
+            summary = summarise(queue, scan)
+            if summary:
+                echo(f"  {summary}")
+        queue.close()
+
+
+def summarise(queue: Any, limit: int) -> str:
+    """Describe the reports among the first ``limit`` visible messages ("" if none)."""
+    final: Counter[str] = Counter()
+    retried = done = tasks = 0
+    with held(queue, limit) as messages:
+        for message in messages:
+            report = read_report(message.body)
+            if report is None:
+                tasks += 1
+            elif report["kind"] == "done":
+                done += 1
+            elif report.get("final"):
+                final[str(report.get("task_name") or "?")] += 1
+            else:
+                retried += 1
+        seen = len(messages)
+    if not final and not retried and not done:
+        return ""
+    parts = []
+    if final or retried:
+        names = ", ".join(f"{name}: {n}" for name, n in sorted(final.items()))
+        parts.append(
+            f"{sum(final.values())} final failure(s)"
+            + (f" ({names})" if names else "")
+            + f", {retried} retried attempt(s) (still on their task queue)"
+        )
+    if done:
+        parts.append(f"{done} done report(s)")
+    if tasks:
+        parts.append(f"{tasks} other message(s)")
+    more = f" (first {seen} read)" if seen >= limit else ""
+    return "; ".join(parts) + more
 
 
 @click.command()
+@log_level_option(None)
+@click.argument("queue_url")
+@click.option(
+    "-n",
+    "--limit",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Most messages to show.",
+)
+def peek(queue_url: str, limit: int) -> None:
+    """Print the bodies of the first visible messages, one per line, without consuming them.
+
+    The messages are received, printed and released: they stay on the queue. Works on task
+    queues and on error and done queues (reports are JSON). QUEUE_URL: sqs://, pubsub://,
+    amqp://, file:///.
+    """
+    from simpletasks.queues import open_queue
+
+    refuse_mem(queue_url, "QUEUE_URL")
+    queue = open_queue(queue_url)
+    with held(queue, limit) as messages:
+        for message in messages:
+            echo(message.body)
+    click.echo(f"{len(messages)} message(s) shown, left on {queue.url}", err=True)
+    queue.close()
+
+
+@click.command()
+@log_level_option(None)
+@click.option(
+    "--from",
+    "error_url",
+    show_envvar=True,
+    envvar=env_name("ERROR_QUEUE"),
+    help="The error queue to read reports from. Required.",
+)
+@click.option(
+    "--to",
+    "queue_url",
+    show_envvar=True,
+    envvar=env_name("QUEUE"),
+    help="The task queue to send the original messages to. Required.",
+)
+@click.option(
+    "--task-name",
+    "task_names",
+    multiple=True,
+    help="Only failures of this task type (repeatable; default: all).",
+)
+@click.option(
+    "--drop-retried",
+    is_flag=True,
+    help="Also delete reports of retried attempts (not final; their task is still queued). "
+    "By default they are left on the error queue.",
+)
+@click.option(
+    "--limit",
+    default=10000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Most reports to read.",
+)
+def requeue(
+    error_url: str | None,
+    queue_url: str | None,
+    task_names: tuple[str, ...],
+    drop_retried: bool,
+    limit: int,
+) -> None:
+    """Send final failures from the error queue back to the task queue, as they were sent.
+
+    Each final error report that matches --task-name is replaced by its original message on
+    the task queue (sent first, then the report is deleted). Other reports stay where they
+    are, except retried attempts with --drop-retried. A report whose body was truncated (too
+    big for the queue) or that has no body is left and counted.
+    """
+    from simpletasks.queues import open_queue
+
+    require(from_=error_url, to=queue_url)
+    assert error_url is not None and queue_url is not None
+    refuse_mem(error_url, "--from")
+    refuse_mem(queue_url, "--to")
+    errors, tasks = open_queue(error_url), open_queue(queue_url)
+    counts: Counter[str] = Counter()
+    with held(errors, limit) as messages:
+        keep = []
+        for message in messages:
+            report = read_report(message.body)
+            action = _requeue_action(report, task_names, drop_retried)
+            counts[action] += 1
+            if action == "requeued":
+                assert report is not None
+                body = report["body"]
+                tasks.send(body if isinstance(body, str) else json.dumps(body))
+            if action in ("requeued", "dropped"):
+                errors.ack(message)
+            else:
+                keep.append(message)
+        messages[:] = keep  # released on exit
+    left = counts["left"] + counts["unusable"]
+    unusable = f" ({counts['unusable']} without a usable body)" if counts["unusable"] else ""
+    echo(
+        f"requeued {counts['requeued']} final failure(s) onto {tasks.url}; "
+        f"dropped {counts['dropped']} retried-attempt report(s); "
+        f"left {left} report(s) on {errors.url}{unusable}"
+    )
+    errors.close()
+    tasks.close()
+
+
+def _requeue_action(
+    report: dict[str, Any] | None, task_names: tuple[str, ...], drop_retried: bool
+) -> str:
+    if report is None or report.get("kind") != "error":
+        return "left"
+    if task_names and report.get("task_name") not in task_names:
+        return "left"
+    if not report.get("final"):
+        return "dropped" if drop_retried else "left"
+    if report.get("truncated") or report.get("body") in (None, "") or _truncated(report):
+        return "unusable"
+    return "requeued"
+
+
+def _truncated(report: dict[str, Any]) -> bool:
+    body = report.get("body")
+    return isinstance(body, dict) and body.get("truncated") is True and "head" in body
+
+
+@click.command()
+@log_level_option(None)
 @click.argument("queue_url")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def purge(queue_url: str, yes: bool) -> None:
-    """Delete every message in a queue."""
+    """Delete every message in a queue. QUEUE_URL: sqs://, pubsub://, amqp://, file:///."""
     from simpletasks.queues import open_queue
 
+    refuse_mem(queue_url, "QUEUE_URL")
+    queue = open_queue(queue_url)
     if not yes:
-        click.confirm(f"Delete every message in {queue_url}?", abort=True)
-    try:
-        open_queue(queue_url).purge()
-    except SimpleTasksError as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(f"purged {queue_url}")
+        click.confirm(f"Delete every message in {queue.url}?", abort=True)
+    queue.purge()
+    echo(f"purged {queue.url}")
 
 
 def _n(value: int | None) -> str:

@@ -5,33 +5,89 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from simpletasks.cli._common import DEFAULT_CACHE, env_name
+from simpletasks.cli._common import (
+    DEFAULT_CACHE,
+    env_name,
+    log_level_option,
+    refuse_mem,
+    require,
+)
 from simpletasks.errors import SimpleTasksError
 
 
 def build_registry(task_paths: tuple[str, ...]) -> Any:
-    """Return a registry with the task classes named ``module:Class`` (built-ins if none)."""
+    """Return a registry with the task classes named ``module:Class`` (built-ins if none).
+
+    The current directory is put on the import path first (as Celery's worker does), so
+    ``--task mytasks:MyTask`` finds ``./mytasks.py``.
+
+    Raises:
+        click.BadParameter: Naming the module and what went wrong when it cannot be imported
+            (a missing module, a syntax error or any exception raised while importing it),
+            or has no such class.
+    """
     from simpletasks.registry import TaskRegistry
     from simpletasks.tasks import BUILTIN
 
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     registry = TaskRegistry()
     for path in task_paths or BUILTIN:
-        module_name, _, attr = path.partition(":")
-        if not attr:
-            raise click.BadParameter(
-                f"{path!r} is not of the form module:Class", param_hint="--task"
-            )
-        try:
-            cls = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise click.BadParameter(f"cannot import {path!r}: {exc}", param_hint="--task") from exc
-        registry.register(cls)
+        registry.register(import_task(path))
     return registry
+
+
+def import_task(path: str) -> Any:
+    """Import the class ``module:Class`` names; any failure is one clear ``BadParameter``."""
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise click.BadParameter(f"{path!r} is not of the form module:Class", param_hint="--task")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.split(".")[0] == exc.name.split(".")[0]:
+            raise click.BadParameter(
+                f"cannot import {path!r}: no module named {exc.name!r} in the current "
+                f"directory ({os.getcwd()}) or the installed packages; run from the directory "
+                "that holds it, or install it",
+                param_hint="--task",
+            ) from None
+        raise click.BadParameter(
+            f"cannot import {path!r}: {exc} (a package it imports is missing)", param_hint="--task"
+        ) from None
+    except SyntaxError as exc:
+        where = f"{exc.filename}, line {exc.lineno}" if exc.filename else module_name
+        raise click.BadParameter(
+            f"cannot import {path!r}: SyntaxError in {where}: {exc.msg}", param_hint="--task"
+        ) from None
+    except Exception as exc:
+        raise click.BadParameter(
+            f"cannot import {path!r}: importing module {module_name!r} raised "
+            f"{type(exc).__name__}: {exc}",
+            param_hint="--task",
+        ) from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise click.BadParameter(
+            f"cannot import {path!r}: module {module_name!r} has no {attr!r}", param_hint="--task"
+        ) from None
+
+
+def same_queue(a: str, b: str) -> bool:
+    """Whether two queue URLs name the same queue (scheme case and trailing slashes aside)."""
+
+    def norm(url: str) -> str:
+        scheme, sep, rest = url.partition("://")
+        return f"{scheme.lower()}{sep}{rest.rstrip('/')}"
+
+    return norm(a) == norm(b)
 
 
 def build_datasource(bucket_url: str, cache_dir: str, cache_max_bytes: int | None) -> Any:
@@ -45,19 +101,23 @@ def build_datasource(bucket_url: str, cache_dir: str, cache_max_bytes: int | Non
 
 
 @click.command()
+@log_level_option(None)
 @click.option(
     "--queue",
     "queue_url",
     show_envvar=True,
     envvar=env_name("QUEUE"),
-    help="Task queue URL (sqs://, pubsub://, amqp://, file://, mem://). Required.",
+    help="Task queue URL: sqs://NAME, pubsub://PROJECT/SUBSCRIPTION, "
+    "amqp://USER:PASS@HOST/VHOST?queue=NAME or file:///ABS/DIR (mem:// only inside Python). "
+    "Required.",
 )
 @click.option(
     "--error-queue",
     "error_url",
     show_envvar=True,
     envvar=env_name("ERROR_QUEUE"),
-    help="Queue that receives an error report for every failure. Required.",
+    help="Queue that receives an error report for every failure (same schemes; not the "
+    "task queue). Required.",
 )
 @click.option(
     "--done-queue",
@@ -71,7 +131,8 @@ def build_datasource(bucket_url: str, cache_dir: str, cache_max_bytes: int | Non
     "bucket_url",
     show_envvar=True,
     envvar=env_name("BUCKET"),
-    help="Bucket URL (s3://bucket/prefix, gs://bucket/prefix, file:///dir). Required.",
+    help="Bucket URL: s3://BUCKET/PREFIX, gs://BUCKET/PREFIX or file:///ABS/DIR "
+    "(mem:// only inside Python). Required.",
 )
 @click.option(
     "--cache-dir",
@@ -94,7 +155,8 @@ def build_datasource(bucket_url: str, cache_dir: str, cache_max_bytes: int | Non
     multiple=True,
     show_envvar=True,
     envvar=env_name("TASKS"),
-    help="Task class to register, module:Class (repeatable; default: built-ins).",
+    help="Task class to register, module:Class (repeatable; default: the built-in NO_OP). "
+    "The current directory is on the import path.",
 )
 @click.option(
     "--concurrency",
@@ -168,7 +230,7 @@ def build_datasource(bucket_url: str, cache_dir: str, cache_max_bytes: int | Non
     is_flag=True,
     show_envvar=True,
     envvar=env_name("BURST"),
-    help="Exit 0 once the queue is drained.",
+    help="Exit once the queue is drained: status 0, or 1 if any task failed for good.",
 )
 @click.option(
     "--max-tasks",
@@ -220,10 +282,8 @@ def run(
             idle_max = found.get("idle_max", idle_max)
             concurrency = found.get("concurrency", concurrency)
             task_paths = found.get("task_paths", task_paths)
-        required = {"--queue": queue_url, "--error-queue": error_url, "--bucket": bucket_url}
-        for option, value in required.items():
-            if not value:
-                raise click.UsageError(f"Missing option '{option}' (or use --from-metadata).")
+        require(queue=queue_url, error_queue=error_url, bucket=bucket_url)
+        check_urls(queue_url, error_url, done_url, bucket_url)
         settings = DaemonSettings(
             concurrency=concurrency,
             lease_seconds=lease_seconds,
@@ -248,6 +308,39 @@ def run(
     daemon.install_signal_handlers()
     stats = daemon.run()
     click.echo(json.dumps({k: v for k, v in vars(stats).items() if not k.startswith("_")}))
+    failed = failed_for_good(stats)
+    if failed and (burst or max_tasks):
+        raise click.ClickException(
+            f"{failed} task(s) failed for good; see their reports with "
+            f"`simpletasks peek {error_url}`"
+        )
+
+
+def check_urls(queue_url: str, error_url: str, done_url: str | None, bucket_url: str) -> None:
+    """Refuse mem:// URLs and a report queue that is also the task queue."""
+    for url, option in (
+        (queue_url, "--queue"),
+        (error_url, "--error-queue"),
+        (done_url, "--done-queue"),
+        (bucket_url, "--bucket"),
+    ):
+        refuse_mem(url, option)
+    for url, option in ((error_url, "--error-queue"), (done_url, "--done-queue")):
+        if url and same_queue(url, queue_url):
+            raise click.BadParameter(
+                f"{url} is also the task queue: every report would come back as a bad task; "
+                "give reports a queue of their own",
+                param_hint=option,
+            )
+
+
+def failed_for_good(stats: Any) -> int:
+    """How many tasks of a run failed for good (final error reports)."""
+    for name in ("failed_final", "failed", "dead_lettered"):
+        value = getattr(stats, name, None)
+        if isinstance(value, int):
+            return value
+    return 0
 
 
 def _metadata_options(flavour: str) -> dict[str, Any]:
