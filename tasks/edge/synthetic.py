@@ -1,0 +1,135 @@
+"""Synthetic streams: savings profiles for the simulator and TEM-like images for real runs.
+
+Profiles (no images, instant):
+
+- :func:`paper_profile` (S1): 759 images of ~474 KB, ~0.395 CPU-s each; savings 0-37% per
+  image, smooth over the index with sawtooth runs of 60-130 images, ~12.1% in total. Its totals
+  are calibrated so that, at 1.90 MB/s, upload-only takes 189.24 s and offline 166.30 s (the
+  paper's figures: both follow from the totals alone).
+- :func:`heterogeneous_profile` (S2): savings 0-60% (~25% total), sizes varying too.
+- :func:`iid_profile` (S3): savings independent of the index (the negative control), with a
+  noisy ``hint`` column standing in for a cheap look at the image.
+
+Images: :func:`write_tem_stream` draws a dark honeycomb grid over noisy tissue; the grid, which
+touches the border, is what :class:`~.operator.BorderDarkOperator` removes, so its area (the
+occluded fraction) drives the saving. ``smooth`` streams vary it smoothly with sawtooth runs;
+``iid`` streams draw it independently per image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .simulate import ProfileRow
+
+PAPER_IMAGES = 759
+PAPER_TOTAL_BYTES = round(189.24 * 1.90e6)  # upload-only at 1.90 MB/s with the link always busy
+PAPER_SAVED_BYTES = round((189.24 - 166.30) * 1.90e6)  # the offline bound's gain
+PAPER_CPU_SECONDS = 0.395
+
+
+def sawtooth_runs(n: int, rng: np.random.Generator, low: int = 60, high: int = 130) -> np.ndarray:
+    """Position in [0, 1) within consecutive runs of ``low..high`` images (a ramp per run)."""
+    pos = np.empty(n)
+    i = 0
+    while i < n:
+        length = int(rng.integers(low, high + 1))
+        run = min(length, n - i)
+        pos[i : i + run] = np.arange(run) / length
+        i += run
+    return pos
+
+
+def smooth_envelope(n: int, rng: np.random.Generator, peaks: int = 3) -> np.ndarray:
+    """A smooth positive curve over ``0..n-1``: a few Gaussian bumps over a low floor."""
+    x = np.arange(n) / n
+    centres = (np.arange(peaks) + 0.5 + rng.uniform(-0.25, 0.25, peaks)) / peaks
+    widths = rng.uniform(0.06, 0.14, peaks)
+    heights = rng.uniform(0.6, 1.0, peaks)
+    env = 0.08 + sum(
+        h * np.exp(-0.5 * ((x - c) / w) ** 2)
+        for c, w, h in zip(centres, widths, heights, strict=True)
+    )
+    return env / env.max()
+
+
+def _scale_to_total(frac: np.ndarray, sizes: np.ndarray, total: float, cap: float) -> np.ndarray:
+    """Scale saving fractions so that ``sum(frac * sizes) == total`` with ``frac <= cap``."""
+    lo, hi = 0.0, 100.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        if (np.minimum(frac * mid, cap) * sizes).sum() < total:
+            lo = mid
+        else:
+            hi = mid
+    return np.minimum(frac * hi, cap)
+
+
+def _rows(sizes, frac, cpu, hint=None) -> list[ProfileRow]:
+    saved = np.round(frac * sizes).astype(int)
+    return [
+        ProfileRow(
+            i, int(sizes[i]), int(saved[i]), float(cpu[i]), None if hint is None else float(hint[i])
+        )
+        for i in range(len(sizes))
+    ]
+
+
+def _sizes(n: int, mean: float, spread: float, total: float | None, rng) -> np.ndarray:
+    sizes = mean * np.exp(rng.normal(0.0, spread, n))
+    if total is not None:
+        sizes *= total / sizes.sum()
+    return np.round(sizes).astype(int)
+
+
+def paper_profile(seed: int = 0, n: int = PAPER_IMAGES) -> list[ProfileRow]:
+    """S1: the paper's setup (totals calibrated to 189.24 s / 166.30 s at 1.90 MB/s)."""
+    rng = np.random.default_rng(seed)
+    total = PAPER_TOTAL_BYTES * n / PAPER_IMAGES
+    sizes = _sizes(n, total / n, 0.03, total, rng)
+    shape = smooth_envelope(n, rng) * (0.15 + 0.85 * sawtooth_runs(n, rng)) ** 1.5
+    shape += 0.003 + rng.normal(0, 0.004, n).clip(-0.002, None)
+    frac = _scale_to_total(shape, sizes, PAPER_SAVED_BYTES * n / PAPER_IMAGES, 0.37)
+    cpu = PAPER_CPU_SECONDS * (sizes / sizes.mean()) * rng.normal(1, 0.02, n)
+    return _rows(sizes, frac.clip(0.0, 0.37), cpu)
+
+
+def heterogeneous_profile(seed: int = 0, n: int = PAPER_IMAGES) -> list[ProfileRow]:
+    """S2: savings 0-60% per image (~25% total), smooth with sawtooth runs; sizes vary +-15%."""
+    rng = np.random.default_rng(seed + 1000)
+    sizes = _sizes(n, 474_000, 0.15, None, rng)
+    shape = smooth_envelope(n, rng, peaks=4) * (0.1 + 0.9 * sawtooth_runs(n, rng))
+    shape += rng.normal(0, 0.01, n)
+    frac = _scale_to_total(shape.clip(0, None), sizes, 0.25 * sizes.sum(), 0.60)
+    cpu = PAPER_CPU_SECONDS * (sizes / 474_000) * rng.normal(1, 0.03, n)
+    return _rows(sizes, frac, cpu)
+
+
+def iid_profile(seed: int = 0, n: int = PAPER_IMAGES, hint_noise: float = 0.05) -> list[ProfileRow]:
+    """S3: savings drawn independently per image (0-60%, ~25% total), with a noisy hint.
+
+    The ``hint`` is the saving fraction plus Gaussian noise of ``hint_noise``: what a cheap
+    look at the image (the dark border-connected fraction of a thumbnail) might give.
+    """
+    rng = np.random.default_rng(seed + 2000)
+    sizes = _sizes(n, 474_000, 0.05, None, rng)
+    frac = rng.beta(1.2, 3.6, n) * 0.6 / 0.6  # mean 0.25
+    frac = np.clip(frac, 0.0, 0.60)
+    cpu = PAPER_CPU_SECONDS * (sizes / 474_000) * rng.normal(1, 0.03, n)
+    hint = frac + rng.normal(0, hint_noise, n)
+    return _rows(sizes, frac, cpu, hint)
+
+
+PROFILES = {
+    "paper": paper_profile,
+    "heterogeneous": heterogeneous_profile,
+    "iid": iid_profile,
+}
+
+
+def make_profile(name: str, seed: int = 0, n: int = PAPER_IMAGES) -> list[ProfileRow]:
+    """A synthetic profile by name (``paper``, ``heterogeneous``, ``iid``)."""
+    try:
+        return PROFILES[name](seed=seed, n=n)
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}; known: {sorted(PROFILES)}") from None
