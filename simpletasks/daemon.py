@@ -1,8 +1,25 @@
 """The daemon: receive task messages, run them on worker threads, report, ack.
 
-A message is acked only after its task's ``finalize`` succeeded or its error report was
-written. A failed task is retried after a growing delay up to its attempt limit; malformed
-messages are reported at once; SIGTERM/SIGINT let running tasks finish within a grace period.
+A message is acked only after its task's ``finalize`` succeeded (and its follow-ups and done
+report were sent) or its error report was written. A failed task is retried after a growing
+delay up to its attempt limit; malformed messages and permanent failures are reported at
+once; a stop request lets running tasks finish within a grace period and then gives them up.
+
+Threads and what each owns:
+
+- the **caller** of :meth:`DaemonService.run` starts the others, logs progress, and on exit
+  waits for running tasks (drained or at ``max_tasks``) or for the reaper (stopped);
+- the **loop** thread receives messages and hands them to the workers through ``_work``; it
+  alone decides how many to ask for;
+- **workers** (``concurrency`` of them) run one message at a time through the
+  :class:`~simpletasks.execution.MessageRunner`; each owns its per-worker resources;
+- the lease keeper's **heartbeat** and **acker** threads extend and delete leases
+  (:mod:`simpletasks.leases`, whose condition variable guards the held-message state);
+- the **reaper** (after :meth:`stop`) releases buffered messages at once and running ones when
+  the grace period ends, setting their tasks' cancel events.
+
+Shared values written by workers (mean duration, retry deadline) live in the runner behind
+its lock; counters live in :class:`~simpletasks.stats.RunStats` behind its own.
 """
 
 from __future__ import annotations
@@ -13,23 +30,22 @@ import random
 import signal
 import threading
 import time
-import traceback
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from simpletasks.errors import ConfigError, MessageError, TaskFailed
-from simpletasks.hooks import Hook, emit
+from simpletasks.context import WorkerResources, check_factories
+from simpletasks.errors import ConfigError
+from simpletasks.execution import MessageRunner, Targets
 from simpletasks.leases import LeaseKeeper, State
+from simpletasks.middleware import Middleware, MiddlewareChain
 from simpletasks.queues import Message, QueueService
 from simpletasks.registry import TaskRegistry
-from simpletasks.reports import DoneReport, ErrorReport, HostInfo, body_for_report
-from simpletasks.settings import DaemonSettings, RunStats
-from simpletasks.task import DaemonTask
+from simpletasks.settings import DaemonSettings
+from simpletasks.stats import RunStats
 
 logger = logging.getLogger(__name__)
 
-RECEIVE_BATCH = 10  # SQS's maximum per receive
+PROGRESS_SECONDS = 10.0  # how often a busy daemon logs its progress at INFO
 
 
 class DaemonService:
@@ -43,8 +59,18 @@ class DaemonService:
         error_queue: Where error reports go. Without one, failures are only logged and a
             message at its attempt limit is left to the queue's own redrive policy.
         done_queue: Where done reports go (optional).
+        followup_queue: Where follow-up tasks returned by tasks go (optional; a task that
+            returns follow-ups without one fails for good).
         settings: Polling, concurrency and retry settings.
-        hooks: Observers called around each task.
+        middleware: Observers of every message (:mod:`simpletasks.middleware`).
+        resources: Per-worker resources, name → factory (:mod:`simpletasks.context`); they
+            override the registered task types' own :meth:`~DaemonTask.resources`.
+        name: Names this daemon in logs, thread names and reports (several daemons may run
+            in one process under a :class:`~simpletasks.supervisor.Supervisor`).
+
+    Raises:
+        ConfigError: If the lease is longer than the queue allows, or the error or done
+            queue is the task queue itself (every report would come back as a bad task).
     """
 
     def __init__(
@@ -55,31 +81,50 @@ class DaemonService:
         datasource: Any = None,
         error_queue: QueueService | None = None,
         done_queue: QueueService | None = None,
+        followup_queue: QueueService | None = None,
         settings: DaemonSettings | None = None,
-        hooks: Sequence[Hook] = (),
+        middleware: Sequence[Middleware] = (),
+        resources: Mapping[str, Any] | None = None,
+        name: str = "daemon",
     ) -> None:
+        self.name = name
         self.queue = queue
         self.registry = registry
-        self.datasource = datasource
-        self.error_queue = error_queue
-        self.done_queue = done_queue
         self.settings = settings or DaemonSettings()
-        self.hooks = list(hooks)
-        self.host = HostInfo.current()
+        self.middleware = MiddlewareChain(middleware)
         self.stats = RunStats()
+        for role, other in (("error queue", error_queue), ("done queue", done_queue)):
+            if other is not None and other.url == queue.url:
+                raise ConfigError(
+                    f"the {role} is the task queue itself ({queue.url}): every report would "
+                    "come back as a malformed task; give it a queue of its own"
+                )
+        self.capabilities = queue.capabilities
+        max_lease = self.capabilities.max_lease_seconds
+        if max_lease is not None and self.settings.lease_seconds > max_lease:
+            raise ConfigError(
+                f"lease_seconds={self.settings.lease_seconds:g} is more than {queue.url} allows "
+                f"({max_lease:g} s); the heartbeat renews it, so a shorter lease is fine"
+            )
+        self._factories = check_factories({**registry.resources(), **(resources or {})})
         self._leases = LeaseKeeper(queue, self.settings.lease_seconds)
         self._work: stdqueue.SimpleQueue[Message | None] = stdqueue.SimpleQueue()
         self._stopping = threading.Event()
         self._reaped = threading.Event()
         self._hurry = threading.Event()  # a second stop(): skip the rest of the grace period
-        self._mean_seconds: float | None = None
-        self._retry_due = 0.0  # monotonic time the last retry handed back becomes visible
-        self._max_lease: float | None = getattr(queue, "max_lease_seconds", None)
-        if self._max_lease is not None and self.settings.lease_seconds > self._max_lease:
-            raise ConfigError(
-                f"lease_seconds={self.settings.lease_seconds:g} is more than {queue.url} allows "
-                f"({self._max_lease:g} s); the heartbeat renews it, so a shorter lease is fine"
-            )
+        self._loop_done = threading.Event()
+        self.runner = MessageRunner(
+            name=name,
+            queue=queue,
+            registry=registry,
+            datasource=datasource,
+            targets=Targets(error_queue, done_queue, followup_queue),
+            settings=self.settings,
+            leases=self._leases,
+            middleware=self.middleware,
+            stats=self.stats,
+            stopping=self._stopping,
+        )
 
     # -- public --------------------------------------------------------------------------
 
@@ -90,17 +135,27 @@ class DaemonService:
         """
         if self._stopping.is_set():
             if not self._hurry.is_set():
-                logger.warning("second stop request: releasing running tasks now")
+                logger.warning("[%s] second stop request: releasing running tasks now", self.name)
                 self._hurry.set()
             return
         self._stopping.set()
-        logger.info(
-            "stopping: no new tasks; %.0f s grace for running ones", self.settings.grace_seconds
-        )
-        threading.Thread(target=self._reap, name="simpletasks-stop", daemon=True).start()
+        running = self._leases.counts()[1]
+        if running:
+            logger.info(
+                "[%s] stopping: no new tasks; %.0f s grace for %d running task(s)",
+                self.name,
+                self.settings.grace_seconds,
+                running,
+            )
+        else:
+            logger.info("[%s] stopping", self.name)
+        threading.Thread(target=self._reap, name=f"st-{self.name}-stop", daemon=True).start()
 
     def install_signal_handlers(self) -> None:
-        """Make SIGTERM and SIGINT call :meth:`stop` (main thread only)."""
+        """Make SIGTERM and SIGINT call :meth:`stop` (main thread only).
+
+        With several daemons in one process, use a :class:`Supervisor` instead.
+        """
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda signum, frame: self.stop())
 
@@ -109,42 +164,82 @@ class DaemonService:
         s = self.settings
         started = time.monotonic()
         logger.info(
-            "daemon on %s: tasks %s, concurrency %d, lease %.0f s",
+            "[%s] daemon on %s: tasks %s, concurrency %d, lease %.0f s",
+            self.name,
             self.queue.url,
             ", ".join(self.registry.names()),
             s.concurrency,
             s.lease_seconds,
         )
+        self.middleware.emit("on_start", self)
         self._leases.start_threads()
         workers = [
-            threading.Thread(target=self._worker, name=f"simpletasks-worker-{i}", daemon=True)
+            threading.Thread(target=self._worker, name=f"st-{self.name}-worker-{i}", daemon=True)
             for i in range(s.concurrency)
         ]
         for worker in workers:
             worker.start()
-        try:
-            self._loop()
-        finally:
-            if self._stopping.is_set():
-                self._reaped.wait()
-            else:  # drained or at max_tasks: let every held task finish
-                self._wait_until_idle()
-            for _ in workers:
-                self._work.put(None)
-            self._leases.stop_threads()
-            self.stats.seconds = time.monotonic() - started
-            logger.info("daemon done: %s", self.stats)
+        loop = threading.Thread(target=self._loop, name=f"st-{self.name}-loop", daemon=True)
+        loop.start()
+        self._watch(loop, started)
+        if self._stopping.is_set():
+            # The loop may sit in a long poll; it releases whatever that poll returns.
+            loop.join(1.0)
+            self._reaped.wait()
+        else:  # drained or at max_tasks: let every held task finish
+            self._leases.wait_until(lambda buffered, running: not buffered and not running)
+        for _ in workers:
+            self._work.put(None)
+        for worker in workers:
+            worker.join(1.0)
+        self._leases.stop_threads()
+        self.stats.seconds = time.monotonic() - started
+        logger.info("[%s] daemon done: %s", self.name, self.stats)
+        self.middleware.emit("on_stop", self)
         return self.stats
 
     # -- loop ----------------------------------------------------------------------------
 
+    def _watch(self, loop: threading.Thread, started: float) -> None:
+        """Wait for the loop to end or a stop; log progress every :data:`PROGRESS_SECONDS`."""
+        last, last_time = 0, started
+        while loop.is_alive() and not self._stopping.is_set():
+            loop.join(0.2)
+            now = time.monotonic()
+            if now - last_time >= PROGRESS_SECONDS:
+                snap = self.stats.snapshot()
+                if snap.received != last:
+                    done = snap.succeeded + snap.dead_lettered
+                    logger.info(
+                        "[%s] progress: %d succeeded, %d failed for good, %d retried, %.1f tasks/s",
+                        self.name,
+                        snap.succeeded,
+                        snap.dead_lettered,
+                        snap.retried,
+                        done / max(now - started, 1e-9),
+                    )
+                last, last_time = snap.received, now
+
     def _loop(self) -> None:
+        try:
+            self._receive_until_done()
+        except Exception:
+            logger.exception("[%s] receive loop failed; stopping", self.name)
+            self.stop()
+        finally:
+            self._loop_done.set()
+
+    def _receive_until_done(self) -> None:
         s = self.settings
         idle_delay = 0.0
         wait = s.wait_seconds
         while not self._stopping.is_set():
             if s.max_tasks is not None and self.stats.received >= s.max_tasks:
-                logger.info("received %d tasks (max_tasks): finishing", self.stats.received)
+                logger.info(
+                    "[%s] received %d tasks (max_tasks): finishing",
+                    self.name,
+                    self.stats.received,
+                )
                 return
             want = self._wait_for_room()
             if want == 0:
@@ -157,11 +252,10 @@ class DaemonService:
                     want, wait_seconds=wait, lease_seconds=s.lease_seconds
                 )
             except Exception as exc:
-                logger.warning("receive from %s failed: %s", self.queue.url, exc)
+                logger.warning("[%s] receive from %s failed: %s", self.name, self.queue.url, exc)
                 messages = []
             if self._stopping.is_set():
-                self._leases.release_all(messages)
-                self.stats.add("released", len(messages))
+                self._release(messages)
                 return
             # In burst mode a short batch means the queue is nearly drained: poll without
             # waiting from now on, so the exit is not delayed by a final long poll.
@@ -169,7 +263,7 @@ class DaemonService:
                 wait = 0.0
             if messages:
                 idle_delay = 0.0
-                self.stats.add("received", len(messages))
+                self.stats.add(received=len(messages))
                 for message in messages:
                     self._leases.add(message)
                     self._work.put(message)
@@ -177,28 +271,40 @@ class DaemonService:
             if s.burst:
                 drained, counts_known = self._drained(full_wait=full_wait)
                 if drained:
-                    logger.info("queue drained (burst): finishing")
+                    logger.info("[%s] queue drained (burst): finishing", self.name)
                     return
-                if not counts_known:  # only a full long poll can tell us the queue is empty
+                if not counts_known:  # only a full long poll can tell us it is empty
                     wait = s.wait_seconds
             idle_delay = min(max(0.05, idle_delay * 2), s.idle_max_seconds)
             self._stopping.wait(idle_delay * random.uniform(0.75, 1.0))
 
     def _wait_for_room(self) -> int:
-        """Wait (briefly) until a receive is worth it; return how many messages to ask for."""
+        """Wait (briefly) until a receive is worth it; return how many messages to ask for.
+
+        An ordered queue (priority) gets one receive per idle worker and nothing buffered,
+        so a newer urgent message is never stuck behind a stale local buffer.
+        """
         s = self.settings
+        batch = self.capabilities.max_batch
         prefetch = 0
-        if s.prefetch_seconds and self._mean_seconds is not None:
-            prefetch = min(RECEIVE_BATCH, int(s.prefetch_seconds / max(self._mean_seconds, 1e-4)))
+        mean = self.runner.mean_seconds
+        if s.prefetch_seconds and mean is not None and not self.capabilities.ordered:
+            prefetch = min(batch, int(s.prefetch_seconds / max(mean, 1e-4)))
         limit = s.concurrency + prefetch
-        with self._leases.changed:
-            buffered, running = self._leases.counts()
+        ordered = self.capabilities.ordered
+
+        def has_room(buffered: int, running: int) -> bool:
             room = limit - buffered - running
-            # Refill when the local buffer is empty, or when a whole batch fits.
-            if room <= 0 or (buffered > 0 and room < min(RECEIVE_BATCH, limit)):
-                self._leases.changed.wait(0.2)
-                return 0
-        return min(room, RECEIVE_BATCH)
+            if ordered:
+                return room > 0 and buffered == 0
+            # refill when the local buffer is empty, or when a whole batch fits
+            return room > 0 and (buffered == 0 or room >= min(batch, limit))
+
+        if not self._leases.wait_until(has_room, timeout=0.2):
+            return 0
+        buffered, running = self._leases.counts()
+        room = limit - buffered - running
+        return min(room, batch)
 
     def _drained(self, *, full_wait: bool) -> tuple[bool, bool]:
         """Return (whether the queue is drained, whether the queue could count its messages).
@@ -209,191 +315,54 @@ class DaemonService:
         buffered, running = self._leases.counts()
         if buffered or running:
             return False, True
+        if not self.capabilities.counts:
+            return full_wait and time.monotonic() >= self.runner.retry_due, False
         try:
             counts = self.queue.counts()
         except Exception as exc:
-            logger.warning("could not count messages on %s: %s", self.queue.url, exc)
+            logger.warning(
+                "[%s] could not count messages on %s: %s", self.name, self.queue.url, exc
+            )
             return False, True
-        if counts.visible is None and counts.in_flight is None:
-            return full_wait and time.monotonic() >= self._retry_due, False
         return not counts.visible and not counts.in_flight, True
 
-    def _wait_until_idle(self) -> None:
-        with self._leases.changed:
-            while any(self._leases.counts()):
-                self._leases.changed.wait(0.5)
+    def _release(self, messages: list[Message]) -> None:
+        self._leases.release_all(messages)
+        self.stats.add(released=len(messages))
+        for message in messages:
+            self.middleware.emit("on_released", message)
 
     def _reap(self) -> None:
         """After stop(): release buffered leases, wait the grace period, release the rest."""
         try:
-            buffered = self._leases.take(State.BUFFERED)
-            self._leases.release_all(buffered)
-            self.stats.add("released", len(buffered))
+            self._release(self._leases.take(State.BUFFERED))
             deadline = time.monotonic() + self.settings.grace_seconds
-            with self._leases.changed:
-                while (
-                    self._leases.counts()[1]
-                    and time.monotonic() < deadline
-                    and not self._hurry.is_set()
+            while not self._hurry.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._leases.wait_until(
+                    lambda buffered, running: not running, timeout=min(0.2, remaining)
                 ):
-                    self._leases.changed.wait(min(0.2, max(0.0, deadline - time.monotonic())))
+                    break
+            # A receive in flight would get the released messages again: let it end first.
+            self._loop_done.wait(1.0)
             running = self._leases.take(State.RUNNING)
             if running:
-                logger.warning("grace period over: releasing %d running task(s)", len(running))
-            self._leases.release_all(running)
-            self.stats.add("released", len(running))
+                logger.warning(
+                    "[%s] grace period over: releasing %d running task(s)", self.name, len(running)
+                )
+            self._release(running)
         finally:
             self._reaped.set()
 
-    # -- one message ---------------------------------------------------------------------
+    # -- workers -------------------------------------------------------------------------
 
     def _worker(self) -> None:
-        while (message := self._work.get()) is not None:
-            if not self._leases.start(message):
-                continue  # released at stop before it started
-            started = time.monotonic()
-            try:
-                self._process(message)
-            except Exception:  # _process reports everything; this is a last resort
-                logger.exception("internal error handling message %s", message.id)
-                self._retry_later(message)
-            seconds, mean = time.monotonic() - started, self._mean_seconds
-            self._mean_seconds = seconds if mean is None else 0.8 * mean + 0.2 * seconds
-
-    def _process(self, message: Message) -> None:
-        s = self.settings
+        resources = WorkerResources(self._factories)
         try:
-            task = self.registry.parse(message.body)
-        except Exception as exc:  # a MessageError, or e.g. a payload dataclass's own check
-            traced = not isinstance(exc, MessageError)
-            self._fail(message, None, "parse", exc, final=True, with_traceback=traced)
-            return
-        if message.attempt > s.max_attempts:
-            too_many = RuntimeError(
-                f"delivered {message.attempt} times, more than max_attempts={s.max_attempts} "
-                "(an earlier attempt may have crashed its daemon)"
-            )
-            self._fail(message, task, "receive", too_many, final=True, with_traceback=False)
-            return
-        logger.debug("running %r (message %s, attempt %d)", task, message.id, message.attempt)
-        emit(self.hooks, "before_task", task, message)
-        phase = "prepare"
-        started = time.monotonic()
-        session = getattr(self.datasource, "session", None)
-        try:
-            with session() if session else nullcontext(self.datasource) as ds:
-                task.prepare(ds)
-                phase = "execute"
-                result = task.execute(ds)
-                if not result.success:
-                    raise TaskFailed(result.message or "execute returned success=False")
-                phase = "finalize"
-                task.finalize(ds, result)
-        except Exception as exc:
-            self._fail(message, task, phase, exc, final=message.attempt >= s.max_attempts)
-            return
-        if self.done_queue is not None:
-            report = DoneReport(
-                host=self.host,
-                message_id=message.id,
-                body=task.message.to_dict(),
-                task_name=task.name,
-                task_id=task.id,
-                outputs=list(result.outputs),
-                result_message=result.message,
-                attempt=message.attempt,
-                seconds=time.monotonic() - started,
-            )
-            if not self._send_report(self.done_queue, report, message):
-                self._retry_later(message)
-                return
-        emit(self.hooks, "after_task", task, message, result, reverse=True)
-        self._leases.ack(message)
-        self.stats.add("succeeded")
-        logger.debug("done %r", task)
-
-    def _fail(
-        self,
-        message: Message,
-        task: DaemonTask | None,
-        phase: str,
-        exc: Exception,
-        *,
-        final: bool,
-        with_traceback: bool = True,
-    ) -> None:
-        report = ErrorReport(
-            host=self.host,
-            message_id=message.id,
-            body=body_for_report(message.body),
-            phase=phase,
-            error_type=type(exc).__name__,
-            error_message=str(exc),
-            traceback="".join(traceback.format_exception(exc)) if with_traceback else "",
-            attempt=message.attempt,
-            max_attempts=self.settings.max_attempts,
-            final=final,
-            task_name=task.name if task else None,
-            task_id=task.id if task else None,
-        )
-        what = f"{task!r}" if task else f"message {message.id}"
-        if final:
-            logger.error(
-                "%s failed in %s (attempt %d, final): %s: %s",
-                what,
-                phase,
-                message.attempt,
-                report.error_type,
-                exc,
-            )
-        else:
-            logger.warning(
-                "%s failed in %s (attempt %d of %d, will retry): %s: %s",
-                what,
-                phase,
-                message.attempt,
-                self.settings.max_attempts,
-                report.error_type,
-                exc,
-            )
-        written = True
-        if self.error_queue is not None:
-            written = self._send_report(self.error_queue, report, message)
-        emit(self.hooks, "on_error", message, report, reverse=True)
-        if final and written and self.error_queue is not None:
-            self._leases.ack(message)
-            self.stats.add("dead_lettered")
-        else:
-            self._retry_later(message)
-
-    def _retry_later(self, message: Message) -> None:
-        if not self._leases.settle(message):
-            return  # already released by stop()
-        delay = self.settings.retry_delay(message.attempt)
-        if self._max_lease is not None:
-            delay = min(delay, self._max_lease)
-        self._retry_due = max(self._retry_due, time.monotonic() + delay)
-        try:
-            if delay > 0:
-                self.queue.extend(message, delay)
-            else:
-                self.queue.release(message)
-        except Exception as exc:
-            logger.warning(
-                "could not hand message %s back (its lease will run out): %s", message.id, exc
-            )
-        self.stats.add("retried")
-
-    def _send_report(
-        self, target: QueueService, report: ErrorReport | DoneReport, message: Message
-    ) -> bool:
-        try:
-            target.send(report.to_json(max_bytes=getattr(target, "max_body_bytes", None)))
-            return True
-        except Exception:
-            logger.exception(
-                "could not write report for message %s to %s; the message stays on its queue",
-                message.id,
-                target.url,
-            )
-            return False
+            while (message := self._work.get()) is not None:
+                cancel = self._leases.start(message)
+                if cancel is None:
+                    continue  # released at stop before it started
+                self.runner.run(message, cancel, resources)
+        finally:
+            resources.close()

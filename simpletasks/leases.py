@@ -2,9 +2,13 @@
 
 A held message is *buffered* (received, waiting for a worker), *running*, or *settled*
 (acked, released or handed back for a retry). The :class:`LeaseKeeper` owns that state,
-extends the leases of every unsettled message from one heartbeat thread, and acks finished
-messages in batches from one acker thread, so the daemon's loop and its workers never wait on
-those round trips.
+extends the leases of every unsettled message from one heartbeat thread (in batches of the
+queue's ``max_batch``), and acks finished messages in batches from one acker thread, so the
+daemon's loop and its workers never wait on those round trips.
+
+Threads: every method may be called from any thread; the state is guarded by one condition
+variable, which is notified whenever a message changes state. The heartbeat thread is the
+only one that extends leases, the acker the only one that acks.
 """
 
 from __future__ import annotations
@@ -14,13 +18,13 @@ import logging
 import queue as stdqueue
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
+from simpletasks.errors import BatchError
 from simpletasks.queues import Message, QueueService
 
 logger = logging.getLogger(__name__)
-
-ACK_BATCH = 10
 
 
 class State(enum.Enum):
@@ -40,6 +44,7 @@ class Held:
     state: State
     lease_until: float  # monotonic
     renewing: bool = False  # the heartbeat's extend call for it is in flight
+    cancel: threading.Event = field(default_factory=threading.Event)  # set when given up
 
 
 class LeaseKeeper:
@@ -53,7 +58,8 @@ class LeaseKeeper:
     def __init__(self, queue: QueueService, lease_seconds: float) -> None:
         self.queue = queue
         self.lease_seconds = lease_seconds
-        self.changed = threading.Condition()  # notified whenever a message settles
+        self.batch = max(1, queue.capabilities.max_batch)
+        self.changed = threading.Condition()  # notified whenever a message changes state
         self._held: dict[int, Held] = {}
         self._acks: stdqueue.SimpleQueue[Message | None] = stdqueue.SimpleQueue()
         self._stop = threading.Event()
@@ -67,14 +73,25 @@ class LeaseKeeper:
             until = time.monotonic() + self.lease_seconds
             self._held[id(message)] = Held(message, State.BUFFERED, until)
 
-    def start(self, message: Message) -> bool:
-        """Mark a buffered message running; ``False`` if it was settled meanwhile."""
+    def start(self, message: Message) -> threading.Event | None:
+        """Mark a buffered message running and return its cancel event.
+
+        Returns ``None`` if the message was settled meanwhile (released at stop). The event
+        is set if the message is later given up (:meth:`take` of running messages).
+        """
         with self.changed:
             held = self._held.get(id(message))
             if held is None or held.state is not State.BUFFERED:
-                return False
+                return None
             held.state = State.RUNNING
-            return True
+            self.changed.notify_all()
+            return held.cancel
+
+    def is_running(self, message: Message) -> bool:
+        """Whether ``message`` is still held here as running (not given up or settled)."""
+        with self.changed:
+            held = self._held.get(id(message))
+            return held is not None and held.state is State.RUNNING
 
     def settle(self, message: Message) -> bool:
         """Stop holding ``message``; ``False`` if someone else settled it first."""
@@ -87,18 +104,43 @@ class LeaseKeeper:
     def counts(self) -> tuple[int, int]:
         """Return (buffered, running)."""
         with self.changed:
-            states = [h.state for h in self._held.values()]
-            return states.count(State.BUFFERED), states.count(State.RUNNING)
+            return self._counts()
 
     def take(self, state: State) -> list[Message]:
-        """Settle and return every held message in ``state``."""
+        """Settle and return every held message in ``state``; set their cancel events."""
         with self.changed:
-            taken = [h.message for h in self._held.values() if h.state is state]
-            self._wait_for_renewals(taken)
-            for message in taken:
-                del self._held[id(message)]
+            taken = [h for h in self._held.values() if h.state is state]
+            messages = [h.message for h in taken]
+            self._wait_for_renewals(messages)
+            for held in taken:
+                held.cancel.set()
+                del self._held[id(held.message)]
             self.changed.notify_all()
-            return taken
+            return messages
+
+    def wait(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for any held message to change state."""
+        with self.changed:
+            self.changed.wait(timeout)
+
+    def wait_until(self, done: Callable[[int, int], bool], timeout: float | None = None) -> bool:
+        """Wait until ``done(buffered, running)`` is true or ``timeout`` passes.
+
+        Returns:
+            Whether ``done`` became true.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.changed:
+            while not done(*self._counts()):
+                remaining = 0.5 if deadline is None else deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self.changed.wait(min(0.5, remaining))
+            return True
+
+    def _counts(self) -> tuple[int, int]:
+        states = [h.state for h in self._held.values()]
+        return states.count(State.BUFFERED), states.count(State.RUNNING)
 
     def _wait_for_renewals(self, messages: list[Message]) -> None:
         """Wait (lock held) until no extend call is in flight for ``messages``.
@@ -153,27 +195,44 @@ class LeaseKeeper:
             now = time.monotonic()
             with self.changed:
                 due = [h for h in self._held.values() if h.lease_until - now < 2 * period]
-            for held in due:
-                with self.changed:  # settled meanwhile: its lease is not ours to renew
-                    if self._held.get(id(held.message)) is not held:
-                        continue
+                for held in due:
                     held.renewing = True
-                try:
-                    self.queue.extend(held.message, self.lease_seconds)
-                    held.lease_until = time.monotonic() + self.lease_seconds
-                    logger.debug("extended lease of %s", held.message.id)
-                except Exception as exc:
-                    logger.warning("could not extend lease of %s: %s", held.message.id, exc)
-                finally:
-                    with self.changed:
-                        held.renewing = False
-                        self.changed.notify_all()
+            for start in range(0, len(due), self.batch):
+                self._renew(due[start : start + self.batch])
+
+    def _renew(self, batch: list[Held]) -> None:
+        """Extend the leases of ``batch`` in one call; clear their renewing flags after."""
+        try:
+            failed = self._extend(batch)
+            until = time.monotonic() + self.lease_seconds
+            for held in batch:
+                if id(held.message) not in failed:
+                    held.lease_until = until
+        finally:
+            with self.changed:
+                for held in batch:
+                    held.renewing = False
+                self.changed.notify_all()
+
+    def _extend(self, batch: list[Held]) -> set[int]:
+        """Call ``extend_many``; return the ``id()`` of each message it did not extend."""
+        try:
+            lost = self.queue.extend_many([h.message for h in batch], self.lease_seconds)
+            logger.debug("extended %d lease(s)", len(batch) - len(lost))
+            return {id(m) for m in lost}
+        except BatchError as exc:
+            logger.warning("could not extend %d lease(s): %s", len(exc.failures), exc)
+            return {id(batch[i].message) for i in exc.failed_indexes}
+        except Exception as exc:
+            ids = ", ".join(h.message.id for h in batch[:5])
+            logger.warning("could not extend lease(s) of %s: %s", ids, exc)
+            return {id(h.message) for h in batch}
 
     def _acker(self) -> None:
         while True:
             first = self._acks.get()
             batch = [] if first is None else [first]
-            while len(batch) < ACK_BATCH:
+            while len(batch) < self.batch:
                 try:
                     item = self._acks.get_nowait()
                 except stdqueue.Empty:

@@ -18,7 +18,6 @@ from typing import Any
 from simpletasks.errors import InvalidKey, MessageError
 from simpletasks.keys import join_key, validate_key
 
-_TOP_KEYS = {"basic_info", "payload_info"}
 _INFO_KEYS = {"id", "name", "base_directory", "inputs"}
 
 
@@ -54,15 +53,19 @@ class TaskMessage:
     Attributes:
         basic_info: The shared fields.
         payload_info: Any JSON value; a task type may declare a typed payload parsed from it.
+        job_id: The job this task belongs to (optional top-level ``"job_id"`` string; the job
+            API uses it to attribute tasks and reports). Daemons carry it into every report
+            and into the follow-up tasks a task returns.
     """
 
     basic_info: BasicInfo
     payload_info: Any = field(default=None)
+    job_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the message as plain JSON-able data."""
         info = self.basic_info
-        return {
+        data: dict[str, Any] = {
             "basic_info": {
                 "id": info.id,
                 "name": info.name,
@@ -71,6 +74,9 @@ class TaskMessage:
             },
             "payload_info": self.payload_info,
         }
+        if self.job_id is not None:
+            data["job_id"] = self.job_id
+        return data
 
     def to_json(self) -> str:
         """Return the message body to send to a queue."""
@@ -90,12 +96,19 @@ class TaskMessage:
     def from_dict(cls, data: Any) -> TaskMessage:
         """Validate already-decoded JSON data.
 
+        Unknown top-level fields are ignored, as SimpleTasks.jl ignores them, so producers
+        may add their own bookkeeping; unknown fields inside ``basic_info`` are errors.
+
         Raises:
             MessageError: If ``data`` does not match the schema.
         """
         if not isinstance(data, dict):
             raise MessageError(f"message must be a JSON object, got {_json_type(data)}")
-        _check_keys(data, _TOP_KEYS, required={"basic_info"}, where="message")
+        if "basic_info" not in data:
+            raise MessageError("message is missing required field(s): basic_info")
+        job_id = data.get("job_id")
+        if job_id is not None and (not isinstance(job_id, str) or not job_id.strip()):
+            raise MessageError(f"job_id must be a non-empty string, got {_json_type(job_id)}")
         info = data["basic_info"]
         if not isinstance(info, dict):
             raise MessageError(f"basic_info must be an object, got {_json_type(info)}")
@@ -129,7 +142,7 @@ class TaskMessage:
             _check_key(item, f"basic_info.inputs[{i}]")
 
         basic = BasicInfo(id=task_id, name=name, base_directory=base, inputs=tuple(inputs))
-        return cls(basic_info=basic, payload_info=data.get("payload_info"))
+        return cls(basic_info=basic, payload_info=data.get("payload_info"), job_id=job_id)
 
 
 def decode_body(body: str | bytes) -> Any:

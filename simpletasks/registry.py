@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from simpletasks.context import TaskContext
 from simpletasks.errors import RegistrationError, TaskNotRegistered
 from simpletasks.message import TaskMessage
 from simpletasks.task import DaemonTask
@@ -82,12 +83,37 @@ class TaskRegistry:
     def __contains__(self, name: object) -> bool:
         return name in self._tasks
 
-    def parse(self, body: str | bytes) -> DaemonTask:
+    def parse(self, body: str | bytes, context: TaskContext | None = None) -> DaemonTask:
         """Decode, validate and instantiate the task a message body describes.
 
         Raises:
             MessageError: If the body is not JSON, breaks the schema, names an unknown task
                 (:class:`TaskNotRegistered`) or carries a payload its type rejects.
         """
-        message = TaskMessage.from_json(body)
-        return self.get(message.basic_info.name)(message)
+        return self.create(TaskMessage.from_json(body), context)
+
+    def create(self, message: TaskMessage, context: TaskContext | None = None) -> DaemonTask:
+        """Instantiate the task type ``message`` names, with ``context``.
+
+        Raises:
+            TaskNotRegistered: If no type has the message's name.
+            MessageError: If the type's payload parser rejects ``payload_info``.
+        """
+        return self.get(message.basic_info.name)(message, context)
+
+    def resources(self) -> dict[str, Any]:
+        """Return the default per-worker resources of every registered type, merged.
+
+        Raises:
+            RegistrationError: If two types declare different factories under one name.
+        """
+        merged: dict[str, Any] = {}
+        for cls in self._tasks.values():
+            for name, factory in cls.resources().items():
+                if name in merged and merged[name] is not factory:
+                    raise RegistrationError(
+                        f"task types declare two different resources named {name!r}; "
+                        "rename one, or pass one explicitly to the daemon"
+                    )
+                merged[name] = factory
+        return merged

@@ -1,5 +1,10 @@
 """Reports the daemon writes: one per failure on the error queue, one per success on the
-optional done queue. Their JSON form is the contract with whoever reads those queues.
+optional done queue. Their JSON form is the contract with whoever reads those queues, and
+:func:`parse_report` reads it back.
+
+Every report carries ``"version": REPORT_VERSION`` and ``"kind"`` (``"error"`` or ``"done"``).
+A report too large for its queue keeps its shape: ``body`` becomes ``null``, ``truncated`` is
+``true``, and ``body_head``/``body_bytes`` hold the head and size of the original body's JSON.
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ from typing import Any
 
 from simpletasks.errors import MessageError
 from simpletasks.message import decode_body
+
+#: Version of the reports' JSON form; :func:`parse_report` reads this version and older ones.
+REPORT_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,7 @@ def _report_json(report: Any, max_bytes: int | None) -> str:
     """
     data = {f.name: getattr(report, f.name) for f in fields(report)}
     data["host"] = asdict(report.host)
+    data["version"] = REPORT_VERSION
     try:
         text = _dumps(data)
     except (RecursionError, ValueError) as exc:
@@ -61,7 +70,8 @@ def _report_json(report: Any, max_bytes: int | None) -> str:
         return text
     budget = max(0, max_bytes - _SHRINK_MARGIN) // 8  # escaping may double each string
     body = _dumps(data["body"])
-    data["body"] = {"truncated": True, "bytes": len(body.encode()), "head": _head(body, budget)}
+    data.update(body=None, truncated=True, body_bytes=len(body.encode()))
+    data["body_head"] = _head(body, budget)
     for name in ("error_message", "traceback", "result_message"):
         if isinstance(data.get(name), str) and len(data[name].encode()) > budget:
             data[name] = _head(data[name], budget) + " [truncated]"
@@ -95,7 +105,11 @@ class ErrorReport:
             ``False`` when the queue will deliver it again.
         task_name: ``basic_info.name`` if the message got that far.
         task_id: ``basic_info.id`` if the message got that far.
+        job_id: The message's ``job_id``, if it had one.
+        daemon: The name of the daemon that wrote the report.
         time: Unix time of the report.
+        truncated: ``True`` if ``body`` was dropped to fit the queue's size limit; then
+            ``body_head`` holds the head of its JSON and ``body_bytes`` its size.
     """
 
     host: HostInfo
@@ -110,7 +124,12 @@ class ErrorReport:
     final: bool
     task_name: str | None = None
     task_id: int | None = None
+    job_id: str | None = None
+    daemon: str = ""
     time: float = field(default_factory=time.time)
+    truncated: bool = False
+    body_head: str = ""
+    body_bytes: int = 0
     kind: str = "error"
 
     def to_json(self, max_bytes: int | None = None) -> str:
@@ -132,7 +151,11 @@ class DoneReport:
         result_message: The result's message.
         attempt: Which delivery succeeded.
         seconds: Time from the start of ``prepare`` to the end of ``finalize``.
+        followups: How many follow-up tasks the task returned (sent before this report).
+        job_id: The message's ``job_id``, if it had one.
+        daemon: The name of the daemon that wrote the report.
         time: Unix time of the report.
+        truncated: As in :class:`ErrorReport`.
     """
 
     host: HostInfo
@@ -144,9 +167,62 @@ class DoneReport:
     result_message: str
     attempt: int
     seconds: float
+    followups: int = 0
+    job_id: str | None = None
+    daemon: str = ""
     time: float = field(default_factory=time.time)
+    truncated: bool = False
+    body_head: str = ""
+    body_bytes: int = 0
     kind: str = "done"
 
     def to_json(self, max_bytes: int | None = None) -> str:
         """Return the report as a JSON queue body, shrunk to ``max_bytes`` of UTF-8 if given."""
         return _report_json(self, max_bytes)
+
+
+Report = ErrorReport | DoneReport
+
+
+def parse_report(text: str | bytes) -> Report:
+    """Read a report that :meth:`ErrorReport.to_json` or :meth:`DoneReport.to_json` wrote.
+
+    Fields a newer writer added are ignored; fields an older writer did not have take their
+    defaults (reports without ``version`` are version 0).
+
+    Raises:
+        MessageError: If ``text`` is not a report: not JSON, an unknown ``kind``, a version
+            newer than this reader, or a required field missing (the message names it).
+    """
+    data = decode_body(text)
+    if not isinstance(data, dict):
+        raise MessageError(f"a report is a JSON object, got {type(data).__name__}")
+    version = data.get("version", 0)
+    if not isinstance(version, int) or version > REPORT_VERSION:
+        raise MessageError(
+            f"report version {version!r} is newer than this reader ({REPORT_VERSION}); "
+            "upgrade simpletasks"
+        )
+    classes: dict[Any, type[ErrorReport] | type[DoneReport]] = {
+        "error": ErrorReport,
+        "done": DoneReport,
+    }
+    cls = classes.get(data.get("kind"))
+    if cls is None:
+        raise MessageError(f"not a report: kind is {data.get('kind')!r}, not 'error' or 'done'")
+    host = data.get("host")
+    if not isinstance(host, dict):
+        raise MessageError("report has no host object")
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name in data:
+            values[f.name] = data[f.name]
+    values["host"] = HostInfo(hostname=str(host.get("hostname", "")), pid=int(host.get("pid", 0)))
+    if "body" in data and isinstance(data["body"], dict) and data["body"].get("truncated") is True:
+        # version 0 wrote a truncated body in place of the body
+        values.update(body=None, truncated=True, body_head=data["body"].get("head", ""))
+        values["body_bytes"] = data["body"].get("bytes", 0)
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise MessageError(f"not a complete {cls.__name__}: {exc}") from None

@@ -1,9 +1,8 @@
-"""Daemon settings and run statistics."""
+"""Daemon settings: how a daemon polls, runs and retries."""
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from simpletasks.errors import ConfigError
 
@@ -63,21 +62,3 @@ class DaemonSettings:
         """Delay before delivery ``attempt + 1`` of a message that failed ``attempt``."""
         delay = self.retry_delay_seconds * 2 ** max(0, attempt - 1)
         return min(delay, self.retry_delay_max_seconds)
-
-
-@dataclass
-class RunStats:
-    """What one :meth:`DaemonService.run` did."""
-
-    received: int = 0
-    succeeded: int = 0
-    retried: int = 0
-    dead_lettered: int = 0
-    released: int = 0
-    seconds: float = 0.0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def add(self, name: str, n: int = 1) -> None:
-        """Add ``n`` to counter ``name`` (thread-safe)."""
-        with self._lock:
-            setattr(self, name, getattr(self, name) + n)

@@ -101,9 +101,15 @@ def _not(*types: type) -> st.SearchStrategy[Any]:
 
 @st.composite
 def wrong_types(draw: st.DrawFn) -> dict[str, Any]:
-    """A message with one field of the wrong type, missing, or one field too many."""
+    """A message with one field of the wrong type, missing, or one field too many.
+
+    Unknown top-level fields are allowed (SimpleTasks.jl ignores them); unknown fields inside
+    ``basic_info`` are not, and neither is a ``job_id`` that is not a non-empty string.
+    """
     field_name = draw(
-        st.sampled_from(["basic_info", "id", "name", "base", "inputs", "input", "missing", "extra"])
+        st.sampled_from(
+            ["basic_info", "id", "name", "base", "inputs", "input", "missing", "extra", "job_id"]
+        )
     )
     message = _message(inputs=("0_input/1.dat",))
     info = message["basic_info"]
@@ -121,10 +127,11 @@ def wrong_types(draw: st.DrawFn) -> dict[str, Any]:
         info["inputs"] = ["0_input/1.dat", draw(_not(str))]
     elif field_name == "missing":
         del info[draw(st.sampled_from(["id", "name"]))]
+    elif field_name == "job_id":
+        message["job_id"] = draw(_not(str) | st.sampled_from(["", " "]))
     else:
-        where = draw(st.sampled_from([message, info]))
-        extra = draw(odd_text.filter(lambda k: k not in where))
-        where[extra] = draw(json_values)
+        extra = draw(odd_text.filter(lambda k: k not in info))
+        info[extra] = draw(json_values)
     return message
 
 

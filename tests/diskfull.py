@@ -34,7 +34,7 @@ from simpletasks.buckets.memory import MemoryBucket
 from simpletasks.cache import FileSystemCache
 from simpletasks.daemon import DaemonService
 from simpletasks.datasource import BucketCacheDatasource
-from simpletasks.hooks import Hook
+from simpletasks.middleware import Middleware
 from simpletasks.message import BasicInfo, TaskMessage
 from simpletasks.queues import Message, QueueService, open_queue
 from simpletasks.registry import TaskRegistry
@@ -134,14 +134,20 @@ class SimulatedDisk:
         self._patches = []
 
 
-class FreeAfter(Hook):
+class FreeAfter(Middleware):
     """Frees the disk once ``n`` error reports were written."""
 
     def __init__(self, n: int, free: Callable[[], None]) -> None:
         self.n, self.free, self.seen = n, free, 0
         self.freed_at: float | None = None
 
-    def on_error(self, message: Message, report: object) -> None:
+    def on_retried(self, task: object, message: Message, report: object) -> None:
+        self.on_error()
+
+    def on_dead_lettered(self, task: object, message: Message, report: object) -> None:
+        self.on_error()
+
+    def on_error(self) -> None:
         self.seen += 1
         if self.seen == self.n:
             self.free()
@@ -206,7 +212,7 @@ def run_disk_full(
             max_attempts=max_attempts,
             burst=True,
         ),
-        hooks=[hook],
+        middleware=[hook],
     )
     disk.fill()
     started = time.monotonic()

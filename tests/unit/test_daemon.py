@@ -17,9 +17,9 @@ from simpletasks.cache import FileSystemCache
 from simpletasks.daemon import DaemonService
 from simpletasks.datasource import BucketCacheDatasource
 from simpletasks.errors import ConfigError
-from simpletasks.hooks import Hook
 from simpletasks.message import BasicInfo, TaskMessage
-from simpletasks.queues import Message, QueueCounts, open_queue
+from simpletasks.middleware import Middleware
+from simpletasks.queues import Message, QueueCapabilities, QueueCounts, open_queue
 from simpletasks.queues.memory import MemoryQueue
 from simpletasks.registry import TaskRegistry
 from simpletasks.settings import DaemonSettings
@@ -45,15 +45,23 @@ def registry() -> TaskRegistry:
     return reg
 
 
-def make_daemon(tmp_path: Path, registry: TaskRegistry, **settings: object) -> DaemonService:
+def make_daemon(
+    tmp_path: Path,
+    registry: TaskRegistry,
+    *,
+    error_queue: object = None,
+    middleware: tuple[Middleware, ...] = (),
+    **settings: object,
+) -> DaemonService:
     datasource = BucketCacheDatasource(open_bucket("mem://data"), FileSystemCache(tmp_path / "c"))
     return DaemonService(
         queue=open_queue("mem://tasks"),
         registry=registry,
         datasource=datasource,
-        error_queue=open_queue("mem://errors"),
+        error_queue=error_queue or open_queue("mem://errors"),  # type: ignore[arg-type]
         done_queue=open_queue("mem://done"),
         settings=DaemonSettings(**{**FAST, **settings}),  # type: ignore[arg-type]
+        middleware=middleware,
     )
 
 
@@ -282,6 +290,7 @@ class BrokenQueue:
     """An error queue that refuses every report."""
 
     url = "mem://broken"
+    capabilities = QueueCapabilities()
 
     def send(self, body: str) -> None:
         raise ConnectionError("error queue down")
@@ -291,44 +300,64 @@ def test_unwritable_error_report_keeps_the_message(tmp_path: Path, registry: Tas
     log = tmp_path / "log"
     send(task("FAIL", {"phase": "execute", "log": str(log)}))
     daemon = make_daemon(
-        tmp_path, registry, max_attempts=1, burst=False, max_tasks=1, retry_delay_seconds=30
+        tmp_path,
+        registry,
+        error_queue=BrokenQueue(),
+        max_attempts=1,
+        burst=False,
+        max_tasks=1,
+        retry_delay_seconds=30,
     )
-    daemon.error_queue = BrokenQueue()  # type: ignore[assignment]
     stats = daemon.run()
     assert stats.dead_lettered == 0 and stats.retried == 1
     counts = open_queue("mem://tasks").counts()
     assert (counts.visible, counts.in_flight) == (0, 1)  # still there, waiting to retry
 
 
-class Recorder(Hook):
+class Recorder(Middleware):
     def __init__(self, calls: list[str], name: str) -> None:
         self.calls, self.name = calls, name
 
-    def before_task(self, task: object, message: Message) -> None:
-        self.calls.append(f"{self.name}.before")
+    def before_phase(self, task: object, message: Message, phase: str) -> None:
+        self.calls.append(f"{self.name}.before.{phase}")
 
-    def after_task(self, task: object, message: Message, result: object) -> None:
-        self.calls.append(f"{self.name}.after")
-        raise ValueError("broken hook")
+    def after_phase(
+        self,
+        task: object,
+        message: Message,
+        phase: str,
+        seconds: float,
+        error: BaseException | None,
+    ) -> None:
+        self.calls.append(f"{self.name}.after.{phase}")
+        raise ValueError("broken middleware")
 
-    def on_error(self, message: Message, report: object) -> None:
-        self.calls.append(f"{self.name}.error")
+    def on_acked(self, task: object, message: Message, result: object) -> None:
+        self.calls.append(f"{self.name}.acked")
+
+    def on_dead_lettered(self, task: object, message: Message, report: object) -> None:
+        self.calls.append(f"{self.name}.dead")
 
 
-def test_hooks_run_in_order_and_their_errors_are_ignored(
+def test_middleware_runs_in_order_and_its_errors_are_ignored(
     tmp_path: Path, registry: TaskRegistry
 ) -> None:
     log = tmp_path / "log"
     send(task("SLEEP", {"seconds": 0, "log": str(log)}), task("NOPE", None))
     calls: list[str] = []
-    daemon = make_daemon(tmp_path, registry)
-    daemon.hooks = [Recorder(calls, "a"), Recorder(calls, "b")]
-    stats = daemon.run()
-    assert stats.succeeded == 1
-    assert calls.count("a.before") == 1
-    i = calls.index("a.before")
-    assert calls[i : i + 4] == ["a.before", "b.before", "b.after", "a.after"]
-    assert "b.error" in calls and "a.error" in calls
+    mw = (Recorder(calls, "a"), Recorder(calls, "b"))
+    stats = make_daemon(tmp_path, registry, middleware=mw).run()
+    assert stats.succeeded == 1 and stats.dead_lettered == 1
+    i = calls.index("a.before.prepare")
+    assert calls[i : i + 4] == [
+        "a.before.prepare",
+        "b.before.prepare",
+        "b.after.prepare",
+        "a.after.prepare",
+    ]
+    assert calls.count("a.before.finalize") == 1
+    assert calls.index("b.acked") < calls.index("a.acked")
+    assert "b.dead" in calls and "a.dead" in calls
 
 
 def _wait_for(predicate: object, timeout: float = 10.0) -> None:
@@ -352,6 +381,7 @@ def test_burst_without_counts_waits_for_pending_retries(
 ) -> None:
     """A backend that cannot count (Pub/Sub) must not end a burst while a retry is pending."""
     monkeypatch.setattr(MemoryQueue, "counts", lambda self: QueueCounts(None, None))
+    monkeypatch.setattr(MemoryQueue, "capabilities", QueueCapabilities(counts=False))
     log = tmp_path / "log"
     send(task("FAIL", {"phase": "execute", "log": str(log), "times": 1}))
     stats = make_daemon(tmp_path, registry, retry_delay_seconds=0.5, wait_seconds=0.2).run()
@@ -361,6 +391,6 @@ def test_burst_without_counts_waits_for_pending_retries(
 def test_a_lease_longer_than_the_queue_allows_is_refused(
     tmp_path: Path, registry: TaskRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(MemoryQueue, "max_lease_seconds", 600, raising=False)
+    monkeypatch.setattr(MemoryQueue, "capabilities", QueueCapabilities(max_lease_seconds=600))
     with pytest.raises(ConfigError, match=r"lease_seconds=601 is more than mem://tasks allows"):
         make_daemon(tmp_path, registry, lease_seconds=601)

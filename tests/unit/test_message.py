@@ -77,7 +77,8 @@ def test_payload_may_be_any_json() -> None:
         (json.dumps(good(base_directory=3)), "basic_info.base_directory must be a string"),
         (json.dumps(good(inputs="a.dat")), "basic_info.inputs must be a list of strings"),
         (json.dumps(good(inputs=["a", 2])), "basic_info.inputs[1] must be a string, got number"),
-        (json.dumps({**good(), "extra": 1}), "message has unknown field(s): extra"),
+        (json.dumps({**good(), "job_id": 7}), "job_id must be a non-empty string, got number"),
+        (json.dumps({**good(), "job_id": " "}), "job_id must be a non-empty string"),
         (json.dumps(good(colour="red")), "basic_info has unknown field(s): colour"),
         ("[" * 100000, "not JSON"),
     ],
@@ -107,3 +108,12 @@ def test_keys_that_leave_their_base_directory_are_rejected(field: str, value: ob
     with pytest.raises(MessageError) as info:
         TaskMessage.from_dict(good(**{field: value}))
     assert f"basic_info.{field}" in str(info.value)
+
+
+def test_unknown_top_level_fields_are_ignored_and_job_id_round_trips() -> None:
+    """SimpleTasks.jl ignores unknown top-level keys; so do we. ``job_id`` is kept."""
+    message = TaskMessage.from_json(json.dumps({**good(), "extra": 1, "job_id": "j-1"}))
+    assert message.job_id == "j-1"
+    assert "extra" not in message.to_dict()
+    assert TaskMessage.from_json(message.to_json()) == message
+    assert "job_id" not in TaskMessage.from_json(json.dumps(good())).to_dict()

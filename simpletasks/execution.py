@@ -1,0 +1,383 @@
+"""Running one received message: parse, the three phases, reports, follow-ups, ack or retry.
+
+:class:`MessageRunner` is the half of the daemon that handles one message on a worker thread;
+:class:`~simpletasks.daemon.DaemonService` is the other half (receiving, threads, stopping).
+Everything that can go wrong with a message ends here in exactly one of: acked after success,
+reported and acked as a final failure, reported and handed back for a retry, or (when the
+daemon gave the task up at stop) dropped without publishing anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+from simpletasks.context import TaskContext
+from simpletasks.errors import (
+    KeyNotFound,
+    MessageError,
+    PermanentFailure,
+    TaskCancelled,
+    TaskFailed,
+)
+from simpletasks.leases import LeaseKeeper
+from simpletasks.message import TaskMessage
+from simpletasks.middleware import MiddlewareChain
+from simpletasks.queues import Message, QueueService
+from simpletasks.registry import TaskRegistry
+from simpletasks.reports import DoneReport, ErrorReport, HostInfo, body_for_report
+from simpletasks.settings import DaemonSettings
+from simpletasks.stats import RunStats
+from simpletasks.task import DaemonTask, Result
+
+logger = logging.getLogger(__name__)
+
+#: Failures no retry can fix: reported as final at once.
+PERMANENT = (MessageError, PermanentFailure, KeyNotFound)
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Where a runner sends things besides acks: reports and follow-up tasks."""
+
+    error_queue: QueueService | None = None
+    done_queue: QueueService | None = None
+    followup_queue: QueueService | None = None
+
+
+class MessageRunner:
+    """Handles messages on worker threads for one daemon.
+
+    Args:
+        name: The daemon's name (in logs and reports).
+        queue: The task queue (for retries: extend or release).
+        registry: Task types.
+        datasource: Passed to the hooks, through a per-task ``session()`` if it has one.
+        targets: Error, done and follow-up queues.
+        settings: Attempts and retry delays.
+        leases: The daemon's lease keeper (acks, settling, cancellation).
+        middleware: Observers of each message.
+        stats: The daemon's counters.
+        stopping: Set when the daemon was asked to stop (tasks can see it).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        queue: QueueService,
+        registry: TaskRegistry,
+        datasource: Any,
+        targets: Targets,
+        settings: DaemonSettings,
+        leases: LeaseKeeper,
+        middleware: MiddlewareChain,
+        stats: RunStats,
+        stopping: threading.Event,
+    ) -> None:
+        self.name = name
+        self.queue = queue
+        self.registry = registry
+        self.datasource = datasource
+        self.targets = targets
+        self.settings = settings
+        self.leases = leases
+        self.middleware = middleware
+        self.stats = stats
+        self.stopping = stopping
+        self.host = HostInfo.current()
+        self._max_lease = queue.capabilities.max_lease_seconds
+        self._lock = threading.Lock()  # guards the two values below (updated by workers)
+        self._mean_seconds: float | None = None
+        self._retry_due = 0.0  # monotonic time the last retry handed back becomes visible
+
+    @property
+    def mean_seconds(self) -> float | None:
+        """Smoothed duration of a message so far (``None`` before the first)."""
+        with self._lock:
+            return self._mean_seconds
+
+    @property
+    def retry_due(self) -> float:
+        """Monotonic time by which every retry this daemon handed back is visible again."""
+        with self._lock:
+            return self._retry_due
+
+    # -- one message ---------------------------------------------------------------------
+
+    def run(self, message: Message, cancel: threading.Event, resources: Mapping[str, Any]) -> None:
+        """Handle ``message`` to its end; never raises."""
+        started = time.monotonic()
+        try:
+            self._run(message, cancel, resources)
+        except Exception:  # everything is reported inside; this is a last resort
+            logger.exception("[%s] internal error handling message %s", self.name, message.id)
+            self._retry_later(message)
+        seconds = time.monotonic() - started
+        with self._lock:
+            mean = self._mean_seconds
+            self._mean_seconds = seconds if mean is None else 0.8 * mean + 0.2 * seconds
+
+    def _run(self, message: Message, cancel: threading.Event, resources: Mapping[str, Any]) -> None:
+        self.middleware.emit("on_received", message)
+        parsed: TaskMessage | None = None
+        try:
+            parsed = TaskMessage.from_json(message.body)
+            context = TaskContext(
+                attempt=message.attempt,
+                message_id=message.id,
+                daemon=self.name,
+                job_id=parsed.job_id,
+                resources=resources,
+                cancel=cancel,
+                stopping=self.stopping,
+            )
+            task = self.registry.create(parsed, context)
+        except Exception as exc:  # a MessageError, or e.g. a payload dataclass's own check
+            traced = not isinstance(exc, MessageError)
+            self._fail(message, None, parsed, "parse", exc, final=True, with_traceback=traced)
+            return
+        if message.attempt > self.settings.max_attempts:
+            too_many = RuntimeError(
+                f"delivered {message.attempt} times, more than max_attempts="
+                f"{self.settings.max_attempts} (an earlier attempt may have crashed its daemon)"
+            )
+            self._fail(message, task, parsed, "receive", too_many, final=True, with_traceback=False)
+            return
+        logger.debug(
+            "[%s] running %r (message %s, attempt %d)", self.name, task, message.id, message.attempt
+        )
+        started = time.monotonic()
+        phase = "prepare"
+        try:
+            result = self._phases(task, message, cancel)
+            phase = "followups"
+            followups = self._followups(task, result)
+        except Exception as exc:
+            if cancel.is_set():
+                return self._given_up(task, message)
+            if isinstance(exc, _PhaseError):
+                phase, exc = exc.phase, exc.error
+            final = message.attempt >= self.settings.max_attempts or isinstance(exc, PERMANENT)
+            self._fail(message, task, parsed, phase, exc, final=final)
+            return
+        if cancel.is_set():
+            return self._given_up(task, message)
+        if followups:
+            if not self._send(self.targets.followup_queue, followups, message):
+                self._retry_later(message)
+                return
+            self.stats.add(followups=len(followups))
+        if self.targets.done_queue is not None:
+            report = DoneReport(
+                host=self.host,
+                message_id=message.id,
+                body=parsed.to_dict(),
+                task_name=task.name,
+                task_id=task.id,
+                outputs=list(result.outputs),
+                result_message=result.message,
+                attempt=message.attempt,
+                seconds=time.monotonic() - started,
+                followups=len(followups),
+                job_id=parsed.job_id,
+                daemon=self.name,
+            )
+            if not self._send(self.targets.done_queue, [self._report_body(report)], message):
+                self._retry_later(message)
+                return
+        self.leases.ack(message)
+        self.stats.add(succeeded=1)
+        self.middleware.emit("on_acked", task, message, result)
+        logger.debug("[%s] done %r", self.name, task)
+
+    def _phases(self, task: DaemonTask, message: Message, cancel: threading.Event) -> Result:
+        """Run prepare, execute and finalize; raise :class:`_PhaseError` on a failure."""
+        session = getattr(self.datasource, "session", None)
+        with session() if session else nullcontext(self.datasource) as ds:
+            self._phase(task, message, "prepare", lambda: task.prepare(ds))
+
+            def execute() -> Result:
+                result = task.execute(ds)
+                if not isinstance(result, Result):
+                    raise TypeError(f"execute must return a Result, got {type(result).__name__}")
+                if not result.success:
+                    raise TaskFailed(result.message or "execute returned success=False")
+                return result
+
+            result: Result = self._phase(task, message, "execute", execute)
+            if cancel.is_set():  # given up during execute: publish nothing
+                raise _PhaseError("execute", TaskCancelled("given up before finalize"))
+            self._phase(task, message, "finalize", lambda: task.finalize(ds, result))
+        return result
+
+    def _phase(self, task: DaemonTask, message: Message, phase: str, call: Any) -> Any:
+        self.middleware.emit("before_phase", task, message, phase)
+        started = time.monotonic()
+        try:
+            value = call()
+        except Exception as exc:
+            self.middleware.emit(
+                "after_phase", task, message, phase, time.monotonic() - started, exc
+            )
+            raise _PhaseError(phase, exc) from exc
+        self.middleware.emit("after_phase", task, message, phase, time.monotonic() - started, None)
+        return value
+
+    def _followups(self, task: DaemonTask, result: Result) -> list[str]:
+        """Check and encode the result's follow-up messages.
+
+        Raises:
+            PermanentFailure: If a follow-up is malformed or no follow-up queue is configured.
+        """
+        if not result.followups:
+            return []
+        if self.targets.followup_queue is None:
+            raise PermanentFailure(
+                f"{task!r} returned {len(result.followups)} follow-up task(s) but this daemon "
+                "has no follow-up queue (DaemonService(followup_queue=...), run --followup-queue)"
+            )
+        bodies = []
+        for i, item in enumerate(result.followups):
+            try:
+                followup = item if isinstance(item, TaskMessage) else TaskMessage.from_dict(item)
+            except MessageError as exc:
+                raise PermanentFailure(f"follow-up {i} of {task!r} is not a task: {exc}") from None
+            if followup.job_id is None and task.message.job_id is not None:
+                followup = TaskMessage(
+                    followup.basic_info, followup.payload_info, task.message.job_id
+                )
+            bodies.append(followup.to_json())
+        return bodies
+
+    def _given_up(self, task: DaemonTask, message: Message) -> None:
+        """The daemon released ``message`` after the grace period: publish nothing."""
+        logger.warning(
+            "[%s] %r finished after it was given up; its result is dropped (the message was "
+            "released and will run again)",
+            self.name,
+            task,
+        )
+
+    # -- failures ------------------------------------------------------------------------
+
+    def _fail(
+        self,
+        message: Message,
+        task: DaemonTask | None,
+        parsed: TaskMessage | None,
+        phase: str,
+        exc: Exception,
+        *,
+        final: bool,
+        with_traceback: bool = True,
+    ) -> None:
+        info = parsed.basic_info if parsed else None
+        report = ErrorReport(
+            host=self.host,
+            message_id=message.id,
+            body=body_for_report(message.body),
+            phase=phase,
+            error_type=type(exc).__name__,
+            error_message=str(exc),
+            traceback="".join(traceback.format_exception(exc)) if with_traceback else "",
+            attempt=message.attempt,
+            max_attempts=self.settings.max_attempts,
+            final=final,
+            task_name=info.name if info else None,
+            task_id=info.id if info else None,
+            job_id=parsed.job_id if parsed else None,
+            daemon=self.name,
+        )
+        what = f"{task!r}" if task else f"message {message.id}"
+        if final:
+            logger.error(
+                "[%s] %s failed in %s (attempt %d, final): %s: %s",
+                self.name,
+                what,
+                phase,
+                message.attempt,
+                report.error_type,
+                exc,
+            )
+        else:
+            logger.warning(
+                "[%s] %s failed in %s (attempt %d of %d, will retry): %s: %s",
+                self.name,
+                what,
+                phase,
+                message.attempt,
+                self.settings.max_attempts,
+                report.error_type,
+                exc,
+            )
+        written = True
+        if self.targets.error_queue is not None:
+            body = self._report_body(report, self.targets.error_queue)
+            written = self._send(self.targets.error_queue, [body], message)
+        if final and written and self.targets.error_queue is not None:
+            self.leases.ack(message)
+            self.stats.add(dead_lettered=1)
+            self.middleware.emit("on_dead_lettered", task, message, report)
+        else:
+            self._retry_later(message)
+            self.middleware.emit("on_retried", task, message, report)
+
+    def _retry_later(self, message: Message) -> None:
+        if not self.leases.settle(message):
+            return  # already released by stop()
+        delay = self.settings.retry_delay(message.attempt)
+        if self._max_lease is not None:
+            delay = min(delay, self._max_lease)
+        with self._lock:
+            self._retry_due = max(self._retry_due, time.monotonic() + delay)
+        try:
+            if delay > 0:
+                self.queue.extend(message, delay)
+            else:
+                self.queue.release(message)
+        except Exception as exc:
+            logger.warning(
+                "[%s] could not hand message %s back (its lease will run out): %s",
+                self.name,
+                message.id,
+                exc,
+            )
+        self.stats.add(retried=1)
+
+    def _report_body(self, report: ErrorReport | DoneReport, target: Any = None) -> str:
+        queue = target or self.targets.done_queue
+        return report.to_json(max_bytes=queue.capabilities.max_body_bytes if queue else None)
+
+    def _send(self, target: QueueService | None, bodies: list[str], message: Message) -> bool:
+        """Send ``bodies`` to ``target``; log and return ``False`` if that failed."""
+        assert target is not None
+        try:
+            if len(bodies) == 1:
+                target.send(bodies[0])
+            else:
+                target.send_batch(bodies)
+            return True
+        except Exception:
+            logger.exception(
+                "[%s] could not send to %s for message %s; the message stays on its queue",
+                self.name,
+                target.url,
+                message.id,
+            )
+            return False
+
+
+class _PhaseError(Exception):
+    """A phase's exception, tagged with the phase it came from."""
+
+    def __init__(self, phase: str, error: Exception) -> None:
+        super().__init__(phase, error)
+        self.phase = phase
+        self.error = error

@@ -1,0 +1,99 @@
+"""Middleware: observe every message a daemon handles without changing the daemon.
+
+Subclass :class:`Middleware` and override the events you need; each is a no-op by default.
+``on_start``, ``on_received`` and ``before_phase`` are called on the middleware in order,
+every other event in reverse order (the first middleware wraps the rest). An exception inside
+a middleware is logged and otherwise ignored: a broken metrics exporter never fails a task.
+
+Events (``task`` is ``None`` when the message could not be parsed into a task):
+
+========================  ==================================================================
+``on_start(daemon)``      the daemon starts (before its first receive)
+``on_stop(daemon)``       the daemon has stopped (its stats are final)
+``on_received(message)``  a message was received (before parsing)
+``before_phase``          ``(task, message, phase)``; phase is prepare, execute or finalize
+``after_phase``           ``(task, message, phase, seconds, error)``; ``error`` is ``None`` on
+                          success
+``on_acked``              ``(task, message, result)``: the task succeeded; its ack is queued
+``on_retried``            ``(task, message, report)``: it failed and will be delivered again
+``on_dead_lettered``      ``(task, message, report)``: it failed for good; the report is on
+                          the error queue and the message is deleted
+``on_released``           ``(message)``: handed back unrun or given up at stop
+========================  ==================================================================
+
+Load one from the command line with ``simpletasks run --middleware module:Class``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from simpletasks.queues import Message
+    from simpletasks.reports import ErrorReport
+    from simpletasks.task import DaemonTask, Result
+
+logger = logging.getLogger(__name__)
+
+
+class Middleware:
+    """Base class of middleware; every event does nothing."""
+
+    def on_start(self, daemon: Any) -> None:
+        """The daemon starts."""
+
+    def on_stop(self, daemon: Any) -> None:
+        """The daemon stopped."""
+
+    def on_received(self, message: Message) -> None:
+        """A message arrived (not parsed yet)."""
+
+    def before_phase(self, task: DaemonTask, message: Message, phase: str) -> None:
+        """A phase (prepare, execute, finalize) starts."""
+
+    def after_phase(
+        self,
+        task: DaemonTask,
+        message: Message,
+        phase: str,
+        seconds: float,
+        error: BaseException | None,
+    ) -> None:
+        """A phase ended after ``seconds``; ``error`` is what it raised, if anything."""
+
+    def on_acked(self, task: DaemonTask, message: Message, result: Result) -> None:
+        """The task succeeded and its message is being deleted."""
+
+    def on_retried(self, task: DaemonTask | None, message: Message, report: ErrorReport) -> None:
+        """The task failed and the queue will deliver it again."""
+
+    def on_dead_lettered(
+        self, task: DaemonTask | None, message: Message, report: ErrorReport
+    ) -> None:
+        """The task failed for good: reported on the error queue, message deleted."""
+
+    def on_released(self, message: Message) -> None:
+        """The message was handed back to the queue without a result (stop)."""
+
+
+_FORWARD = {"on_start", "on_received", "before_phase"}
+
+
+class MiddlewareChain:
+    """Calls an event on a list of middleware, in order or reverse, logging their errors."""
+
+    def __init__(self, middleware: Sequence[Middleware] = ()) -> None:
+        self.middleware = list(middleware)
+
+    def emit(self, event: str, *args: Any) -> None:
+        """Call ``event`` on every middleware (see the module docstring for the order)."""
+        if not self.middleware:
+            return
+        chain = self.middleware if event in _FORWARD else reversed(self.middleware)
+        for item in chain:
+            try:
+                getattr(item, event)(*args)
+            except Exception:
+                logger.exception("middleware %s.%s failed; ignoring", type(item).__name__, event)
