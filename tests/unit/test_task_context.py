@@ -1,0 +1,288 @@
+"""Task context, per-worker resources, follow-ups, cancellation and permanent failures."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from simpletasks.context import TaskContext
+from simpletasks.daemon import DaemonService
+from simpletasks.errors import ConfigError, PermanentFailure, TaskCancelled
+from simpletasks.message import BasicInfo, TaskMessage
+from simpletasks.queues import open_queue
+from simpletasks.queues.memory import MemoryQueue
+from simpletasks.registry import TaskRegistry
+from simpletasks.reports import parse_report
+from simpletasks.settings import DaemonSettings
+from simpletasks.task import DaemonTask, Result
+
+FAST = dict(wait_seconds=0.05, idle_max_seconds=0.05, retry_delay_seconds=0, burst=True)
+SEEN: list[dict[str, Any]] = []  # what the tasks below saw, in order
+
+
+@pytest.fixture(autouse=True)
+def _fresh() -> Iterator[None]:
+    MemoryQueue.reset_all()
+    SEEN.clear()
+    yield
+    MemoryQueue.reset_all()
+
+
+class ContextTask(DaemonTask):
+    """Records its context; fails ``payload_info["fail"]`` times first."""
+
+    name = "CTX"
+
+    def execute(self, datasource: object) -> Result:
+        c = self.context
+        SEEN.append(
+            {
+                "attempt": c.attempt,
+                "job": c.job_id,
+                "daemon": c.daemon,
+                "db": c.resources.get("db"),
+                "thread": threading.current_thread().name,
+            }
+        )
+        if c.attempt <= (self.message.payload_info or {}).get("fail", 0):
+            raise RuntimeError("planned")
+        return Result(success=True)
+
+
+class SpawnTask(DaemonTask):
+    """Returns the follow-ups named in its payload."""
+
+    name = "SPAWN"
+
+    def execute(self, datasource: object) -> Result:
+        return Result(success=True, followups=self.message.payload_info)
+
+
+class PermanentTask(DaemonTask):
+    name = "PERMANENT"
+
+    def execute(self, datasource: object) -> Result:
+        SEEN.append({"attempt": self.context.attempt})
+        raise PermanentFailure("input is not an image")
+
+
+class LongTask(DaemonTask):
+    """Polls for cancellation; writes an output file in finalize."""
+
+    name = "LONG"
+
+    def execute(self, datasource: object) -> Result:
+        SEEN.append({"started": True})
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and not self.context.sleep(0.02):
+            pass
+        return Result(success=True)
+
+    def finalize(self, datasource: object, result: Result) -> None:
+        Path(self.message.payload_info).write_text("published")
+
+
+def body(name: str, payload: Any = None, *, job: str | None = None, task_id: int = 1) -> str:
+    return TaskMessage(BasicInfo(task_id, name, "d"), payload, job).to_json()
+
+
+def drain(url: str) -> list[dict]:
+    queue, out = open_queue(url), []
+    while batch := queue.receive(10):
+        for m in batch:
+            out.append(json.loads(m.body))
+            queue.ack(m)
+    return out
+
+
+def daemon(**kwargs: Any) -> DaemonService:
+    registry = TaskRegistry()
+    for cls in (ContextTask, SpawnTask, PermanentTask, LongTask):
+        registry.register(cls)
+    settings = DaemonSettings(**{**FAST, **kwargs.pop("settings", {})})  # type: ignore[arg-type]
+    return DaemonService(
+        queue=open_queue("mem://tasks"),
+        registry=registry,
+        error_queue=open_queue("mem://errors"),
+        done_queue=open_queue("mem://done"),
+        settings=settings,
+        **kwargs,
+    )
+
+
+def test_context_carries_attempt_job_and_daemon_name() -> None:
+    open_queue("mem://tasks").send(body("CTX", {"fail": 1}, job="job-7"))
+    stats = daemon(name="lane-a").run()
+    assert stats.succeeded == 1 and stats.retried == 1
+    assert [(s["attempt"], s["job"], s["daemon"]) for s in SEEN] == [
+        (1, "job-7", "lane-a"),
+        (2, "job-7", "lane-a"),
+    ]
+    (done,) = drain("mem://done")
+    assert done["job_id"] == "job-7" and done["daemon"] == "lane-a"
+    (error,) = drain("mem://errors")
+    assert error["job_id"] == "job-7" and error["final"] is False
+
+
+def test_detached_context_for_tasks_built_in_tests() -> None:
+    task = ContextTask(TaskMessage(BasicInfo(1, "CTX", "")), TaskContext(resources={"db": 5}))
+    assert task.execute(None).success and SEEN[0]["db"] == 5 and SEEN[0]["attempt"] == 1
+    plain = ContextTask(TaskMessage(BasicInfo(1, "CTX", ""), job_id="j"))
+    assert plain.context.job_id == "j" and not plain.context.cancelled()
+
+
+def test_resources_are_opened_once_per_worker_and_closed_at_stop() -> None:
+    opened: list[str] = []
+    closed: list[str] = []
+
+    @contextlib.contextmanager
+    def session() -> Iterator[str]:
+        name = f"session-{len(opened)}"
+        opened.append(threading.current_thread().name)
+        yield name
+        closed.append(name)
+
+    open_queue("mem://tasks").send_batch([body("CTX", task_id=i) for i in range(12)])
+    stats = daemon(resources={"db": session}, settings={"concurrency": 3}).run()
+    assert stats.succeeded == 12
+    assert len(opened) == len(set(opened)) <= 3  # at most one per worker thread
+    assert sorted(closed) == sorted(f"session-{i}" for i in range(len(opened)))
+    for seen in SEEN:  # each task saw the session of the worker it ran on
+        assert seen["db"] == f"session-{opened.index(seen['thread'])}"
+
+
+def test_a_failing_resource_factory_fails_the_task_and_is_retried() -> None:
+    calls = []
+
+    def flaky() -> contextlib.AbstractContextManager[str]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("database down")
+        return contextlib.nullcontext("db")
+
+    open_queue("mem://tasks").send(body("CTX"))
+    stats = daemon(resources={"db": flaky}).run()
+    assert (stats.retried, stats.succeeded) == (1, 1)
+    (error,) = drain("mem://errors")
+    assert "database down" in error["error_message"]
+
+
+def test_resources_must_be_factories() -> None:
+    with pytest.raises(ConfigError, match="resource 'db' must be a factory"):
+        daemon(resources={"db": "postgresql://"})
+
+
+def test_followups_are_sent_before_the_ack_and_inherit_the_job() -> None:
+    followups = [
+        {"basic_info": {"id": 2, "name": "CTX", "base_directory": "d", "inputs": []}},
+        TaskMessage(BasicInfo(3, "CTX", "d"), job_id="other"),
+    ]
+    payload = [f if isinstance(f, dict) else f.to_dict() for f in followups]
+    open_queue("mem://tasks").send(body("SPAWN", payload, job="job-1"))
+    stats = daemon(followup_queue=open_queue("mem://next")).run()
+    assert (stats.succeeded, stats.followups) == (1, 2)
+    sent = [TaskMessage.from_dict(m) for m in drain("mem://next")]
+    assert [(m.basic_info.id, m.job_id) for m in sent] == [(2, "job-1"), (3, "other")]
+    (done,) = drain("mem://done")
+    assert done["followups"] == 2
+
+
+def test_followups_that_cannot_be_sent_keep_the_message_for_a_retry() -> None:
+    class Down(MemoryQueue):
+        def send_batch(self, bodies: Any) -> None:
+            raise ConnectionError("follow-up queue down")
+
+    good = {"basic_info": {"id": 2, "name": "CTX"}}
+    open_queue("mem://tasks").send(body("SPAWN", [good, good]))
+    d = daemon(
+        followup_queue=Down("next"),
+        settings={"burst": False, "max_tasks": 1, "retry_delay_seconds": 30},
+    )
+    stats = d.run()
+    assert (stats.succeeded, stats.retried) == (0, 1)
+    counts = open_queue("mem://tasks").counts()
+    assert (counts.visible, counts.in_flight) == (0, 1)  # not lost: waiting for its retry
+
+
+@pytest.mark.parametrize(
+    ("followups", "queue", "expected"),
+    [
+        ([{"basic_info": {"id": 2}}], "mem://next", "follow-up 0 of <SpawnTask SPAWN id=1> is not"),
+        ([{"basic_info": {"id": 2, "name": "CTX"}}], None, "has no follow-up queue"),
+    ],
+)
+def test_bad_followups_are_final_failures(followups: Any, queue: Any, expected: str) -> None:
+    open_queue("mem://tasks").send(body("SPAWN", followups))
+    next_queue = open_queue(queue) if queue else None
+    stats = daemon(followup_queue=next_queue).run()
+    assert (stats.dead_lettered, stats.succeeded) == (1, 0)
+    (error,) = drain("mem://errors")
+    assert error["final"] and error["phase"] == "followups" and expected in error["error_message"]
+    assert drain("mem://next") == []
+
+
+def test_permanent_failure_is_final_at_once_and_other_work_goes_on() -> None:
+    open_queue("mem://tasks").send_batch([body("PERMANENT"), body("CTX", task_id=2)])
+    stats = daemon(settings={"max_attempts": 5}).run()
+    assert (stats.dead_lettered, stats.succeeded, stats.retried) == (1, 1, 0)
+    assert [s.get("attempt") for s in SEEN if "db" not in s] == [1]
+    (error,) = drain("mem://errors")
+    assert error["final"] and error["error_type"] == "PermanentFailure"
+
+
+def test_a_task_given_up_after_the_grace_period_publishes_nothing(tmp_path: Path) -> None:
+    output = tmp_path / "out"
+    open_queue("mem://tasks").send(body("LONG", str(output)))
+    d = daemon(settings={"burst": False, "grace_seconds": 0.1, "lease_seconds": 30})
+    thread = threading.Thread(target=d.run)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not SEEN and time.monotonic() < deadline:
+        time.sleep(0.01)
+    d.stop()
+    thread.join(5)
+    time.sleep(0.2)  # the task noticed its cancellation and returned
+    assert not thread.is_alive()
+    assert not output.exists()
+    assert (d.stats.succeeded, d.stats.released) == (0, 1)
+    assert drain("mem://done") == [] and drain("mem://errors") == []
+    assert len(drain("mem://tasks")) == 1  # released: another daemon runs it
+
+
+def test_raise_if_cancelled() -> None:
+    cancel = threading.Event()
+    context = TaskContext(message_id="m1", cancel=cancel)
+    context.raise_if_cancelled()
+    cancel.set()
+    with pytest.raises(TaskCancelled, match="m1"):
+        context.raise_if_cancelled()
+    assert context.sleep(10) is True
+
+
+def test_a_message_rejected_after_basic_info_parsed_keeps_its_name_and_id() -> None:
+    open_queue("mem://tasks").send(body("NOT_REGISTERED", task_id=42, job="j"))
+    daemon().run()
+    report = parse_report(json.dumps(drain("mem://errors")[0]))
+    assert (report.task_name, report.task_id, report.job_id, report.phase) == (
+        "NOT_REGISTERED",
+        42,
+        "j",
+        "parse",
+    )
+
+
+def test_the_error_queue_must_not_be_the_task_queue() -> None:
+    registry = TaskRegistry()
+    with pytest.raises(ConfigError, match="error queue is the task queue itself"):
+        DaemonService(
+            queue=open_queue("mem://tasks"),
+            registry=registry,
+            error_queue=open_queue("mem://tasks"),
+        )
