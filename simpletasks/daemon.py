@@ -30,13 +30,14 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from simpletasks.context import WorkerResources, check_factories
 from simpletasks.errors import ConfigError
 from simpletasks.execution import MessageRunner, Targets
 from simpletasks.leases import LeaseKeeper, State
+from simpletasks.message import TaskMessage
 from simpletasks.middleware import Middleware, MiddlewareChain
 from simpletasks.queues import Message, QueueService
 from simpletasks.registry import TaskRegistry
@@ -67,6 +68,9 @@ class DaemonService:
             override the registered task types' own :meth:`~DaemonTask.resources`.
         name: Names this daemon in logs, thread names and reports (several daemons may run
             in one process under a :class:`~simpletasks.supervisor.Supervisor`).
+        skip: Called with each parsed message before it runs; a non-empty string returned is
+            the reason to delete it unrun, with a final report of phase ``skipped`` (the job
+            API uses it for cancelled jobs).
 
     Raises:
         ConfigError: If the lease is longer than the queue allows, or the error or done
@@ -86,6 +90,7 @@ class DaemonService:
         middleware: Sequence[Middleware] = (),
         resources: Mapping[str, Any] | None = None,
         name: str = "daemon",
+        skip: Callable[[TaskMessage], str | None] | None = None,
     ) -> None:
         self.name = name
         self.queue = queue
@@ -124,6 +129,7 @@ class DaemonService:
             middleware=self.middleware,
             stats=self.stats,
             stopping=self._stopping,
+            skip=skip,
         )
 
     # -- public --------------------------------------------------------------------------

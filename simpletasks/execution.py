@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +65,10 @@ class MessageRunner:
         middleware: Observers of each message.
         stats: The daemon's counters.
         stopping: Set when the daemon was asked to stop (tasks can see it).
+        skip: Asked about every parsed message before it runs; a non-empty string is the
+            reason to skip it (for example "job 7 was cancelled"): the message is reported on
+            the error queue as final with phase ``skipped`` and deleted unrun. An exception
+            inside it is logged and the task runs.
     """
 
     def __init__(
@@ -80,8 +84,10 @@ class MessageRunner:
         middleware: MiddlewareChain,
         stats: RunStats,
         stopping: threading.Event,
+        skip: Callable[[TaskMessage], str | None] | None = None,
     ) -> None:
         self.name = name
+        self.skip = skip
         self.queue = queue
         self.registry = registry
         self.datasource = datasource
@@ -150,6 +156,8 @@ class MessageRunner:
             )
             self._fail(message, task, parsed, "receive", too_many, final=True, with_traceback=False)
             return
+        if self._skipped(task, message, parsed):
+            return
         logger.debug(
             "[%s] running %r (message %s, attempt %d)", self.name, task, message.id, message.attempt
         )
@@ -196,6 +204,58 @@ class MessageRunner:
         self.stats.add(succeeded=1)
         self.middleware.emit("on_acked", task, message, result)
         logger.debug("[%s] done %r", self.name, task)
+
+    def _skipped(self, task: DaemonTask, message: Message, parsed: TaskMessage) -> bool:
+        """Report and ack ``message`` unrun if ``skip`` says so; return whether it did."""
+        if self.skip is None:
+            return False
+        try:
+            reason = self.skip(parsed)
+        except Exception:
+            logger.exception("[%s] skip check failed for %r; running it", self.name, task)
+            return False
+        if not reason:
+            return False
+        report = self._report(message, parsed, "skipped", "Skipped", reason, "", final=True)
+        logger.info("[%s] skipping %r: %s", self.name, task, reason)
+        if self.targets.error_queue is not None:
+            body = self._report_body(report, self.targets.error_queue)
+            if not self._send(self.targets.error_queue, [body], message):
+                self._retry_later(message)
+                return True
+        self.leases.ack(message)
+        self.stats.add(skipped=1)
+        self.middleware.emit("on_skipped", task, message, reason)
+        return True
+
+    def _report(
+        self,
+        message: Message,
+        parsed: TaskMessage | None,
+        phase: str,
+        error_type: str,
+        error_message: str,
+        trace: str,
+        *,
+        final: bool,
+    ) -> ErrorReport:
+        info = parsed.basic_info if parsed else None
+        return ErrorReport(
+            host=self.host,
+            message_id=message.id,
+            body=body_for_report(message.body),
+            phase=phase,
+            error_type=error_type,
+            error_message=error_message,
+            traceback=trace,
+            attempt=message.attempt,
+            max_attempts=self.settings.max_attempts,
+            final=final,
+            task_name=info.name if info else None,
+            task_id=info.id if info else None,
+            job_id=parsed.job_id if parsed else None,
+            daemon=self.name,
+        )
 
     def _phases(self, task: DaemonTask, message: Message, cancel: threading.Event) -> Result:
         """Run prepare, execute and finalize; raise :class:`_PhaseError` on a failure."""
@@ -278,22 +338,9 @@ class MessageRunner:
         final: bool,
         with_traceback: bool = True,
     ) -> None:
-        info = parsed.basic_info if parsed else None
-        report = ErrorReport(
-            host=self.host,
-            message_id=message.id,
-            body=body_for_report(message.body),
-            phase=phase,
-            error_type=type(exc).__name__,
-            error_message=str(exc),
-            traceback="".join(traceback.format_exception(exc)) if with_traceback else "",
-            attempt=message.attempt,
-            max_attempts=self.settings.max_attempts,
-            final=final,
-            task_name=info.name if info else None,
-            task_id=info.id if info else None,
-            job_id=parsed.job_id if parsed else None,
-            daemon=self.name,
+        trace = "".join(traceback.format_exception(exc)) if with_traceback else ""
+        report = self._report(
+            message, parsed, phase, type(exc).__name__, str(exc), trace, final=final
         )
         what = f"{task!r}" if task else f"message {message.id}"
         if final:

@@ -19,6 +19,7 @@ Events (``task`` is ``None`` when the message could not be parsed into a task):
 ``on_dead_lettered``      ``(task, message, report)``: it failed for good; the report is on
                           the error queue and the message is deleted
 ``on_released``           ``(message)``: handed back unrun or given up at stop
+``on_skipped``            ``(task, message, reason)``: deleted unrun by the skip check
 ========================  ==================================================================
 
 Load one from the command line with ``simpletasks run --middleware module:Class``.
@@ -76,6 +77,9 @@ class Middleware:
 
     def on_released(self, message: Message) -> None:
         """The message was handed back to the queue without a result (stop)."""
+
+    def on_skipped(self, task: DaemonTask, message: Message, reason: str) -> None:
+        """The message was deleted unrun because the daemon's skip check said so."""
 
 
 _FORWARD = {"on_start", "on_received", "before_phase"}

@@ -16,6 +16,8 @@ class RunStats:
         retried: Failed deliveries handed back to the queue for another attempt.
         dead_lettered: Tasks that failed for good (reported on the error queue, deleted).
         released: Messages handed back unrun, or given up after the grace period.
+        skipped: Messages deleted unrun because the daemon's skip check said so (for
+            example, their job was cancelled); each has a final report with phase skipped.
         followups: Follow-up task messages sent.
         seconds: Wall time of the run.
     """
@@ -25,6 +27,7 @@ class RunStats:
     retried: int = 0
     dead_lettered: int = 0
     released: int = 0
+    skipped: int = 0
     followups: int = 0
     seconds: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -37,6 +40,7 @@ class RunStats:
         retried: int = 0,
         dead_lettered: int = 0,
         released: int = 0,
+        skipped: int = 0,
         followups: int = 0,
     ) -> None:
         """Add to the named counters at once (thread-safe); unknown names are a TypeError."""
@@ -46,6 +50,7 @@ class RunStats:
             self.retried += retried
             self.dead_lettered += dead_lettered
             self.released += released
+            self.skipped += skipped
             self.followups += followups
 
     def snapshot(self) -> RunStats:
@@ -57,6 +62,6 @@ class RunStats:
     def __str__(self) -> str:
         return (
             f"{self.received} received, {self.succeeded} succeeded, {self.dead_lettered} failed "
-            f"for good, {self.retried} retried, {self.released} released, {self.followups} "
-            f"follow-ups, {self.seconds:.1f} s"
+            f"for good, {self.retried} retried, {self.released} released, {self.skipped} skipped, "
+            f"{self.followups} follow-ups, {self.seconds:.1f} s"
         )

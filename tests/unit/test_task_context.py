@@ -286,3 +286,25 @@ def test_the_error_queue_must_not_be_the_task_queue() -> None:
             registry=registry,
             error_queue=open_queue("mem://tasks"),
         )
+
+
+def test_skip_check_deletes_unrun_with_a_final_report_and_fails_open() -> None:
+    open_queue("mem://tasks").send_batch(
+        [
+            body("CTX", job="gone", task_id=1),
+            body("CTX", job="live", task_id=2),
+            body("CTX", job="odd", task_id=3),
+        ]
+    )
+
+    def skip(message: TaskMessage) -> str | None:
+        if message.job_id == "odd":
+            raise RuntimeError("cancellation store down")
+        return "job gone was cancelled" if message.job_id == "gone" else None
+
+    stats = daemon(skip=skip).run()
+    assert (stats.skipped, stats.succeeded) == (1, 2)
+    assert sorted(s["job"] for s in SEEN) == ["live", "odd"]
+    (report,) = drain("mem://errors")
+    assert (report["phase"], report["final"], report["job_id"]) == ("skipped", True, "gone")
+    assert report["error_message"] == "job gone was cancelled"
