@@ -1,0 +1,337 @@
+"""HASTE_TIER: score each input image's focus and file it into a storage tier.
+
+``prepare`` fetches the images through the datasource (its cache); ``execute`` decodes each
+one, extracts its features, scores it and picks its tier; ``finalize`` places each image in
+its tier (server-side copy where possible) and upserts its row in the features database.
+Delivery is at least once, and both steps are idempotent: the copy goes to the same key, the
+row is keyed by (source bucket, key), and if a redelivery files an image in another tier (the
+configuration changed), the old copy is deleted after the row points at the new one.
+
+Images that cannot be scored (unreadable, empty, constant, smaller than ``min_side``) are
+rejected with :class:`~simpletasks.tasks.tiering.images.ImageRejected`, a
+:class:`~simpletasks.errors.PermanentFailure` naming each image and its reason; the other
+images of the same task are still placed and recorded first.
+
+The task uses two per-worker resources (see :meth:`HasteTierTask.resources`):
+``tier_db`` (a :class:`TierDB`: the features table and this worker's session) and
+``tier_targets`` (the worker's open tier buckets). The configuration is the class's
+``config`` (:meth:`HasteTierTask.configured` makes a subclass bound to one) or, for the plain
+class run by ``simpletasks run``, the file named by ``SIMPLETASKS_TIER_CONFIG``, read when a
+worker starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from sqlalchemy.orm import Session
+
+from simpletasks.buckets import open_bucket
+from simpletasks.datasource import Datasource
+from simpletasks.errors import ConfigError
+from simpletasks.message import BasicInfo, TaskMessage
+from simpletasks.task import DaemonTask, Result
+from simpletasks.tasks.tiering.config import TierConfig, load_config
+from simpletasks.tasks.tiering.db import FeaturesDB, ImageRecord
+from simpletasks.tasks.tiering.features import check_features, load_extractor
+from simpletasks.tasks.tiering.images import ImageRejected, read_image, to_unit_float
+from simpletasks.tasks.tiering.score import checked_score, load_score
+from simpletasks.tasks.tiering.tiers import BucketOpener, TierTargets
+
+logger = logging.getLogger(__name__)
+
+NAME = "HASTE_TIER"
+CONFIG_ENV = "SIMPLETASKS_TIER_CONFIG"
+
+
+@dataclass
+class TierStats:
+    """Seconds spent per step, summed over tasks (thread-safe); for benchmarks."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    counts: Counter[str] = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, step: str, seconds: float, n: int = 1) -> None:
+        """Add ``seconds`` to ``step``."""
+        with self._lock:
+            self.seconds[step] += seconds
+            self.counts[step] += n
+
+
+@contextmanager
+def _timed(stats: TierStats | None, step: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        if stats is not None:
+            stats.add(step, time.perf_counter() - start)
+
+
+@dataclass
+class TierDB:
+    """The ``tier_db`` resource: the features table and one worker's session."""
+
+    db: FeaturesDB
+    session: Session
+
+
+@dataclass
+class Scored:
+    """One image's outcome from ``execute``."""
+
+    key: str
+    path: Path
+    size: int
+    width: int
+    height: int
+    format: str
+    features: dict[str, float]
+    score: float
+    tier: str
+
+
+class HasteTierTask(DaemonTask):
+    """Scores input images (PLLS by default) and files them into storage tiers."""
+
+    name = NAME
+    config: ClassVar[TierConfig | None] = None
+    opener: ClassVar[BucketOpener] = staticmethod(open_bucket)  # type: ignore[assignment]
+    stats: ClassVar[TierStats | None] = None
+
+    @classmethod
+    def configured(
+        cls,
+        config: TierConfig,
+        *,
+        opener: BucketOpener | None = None,
+        stats: TierStats | None = None,
+    ) -> type[HasteTierTask]:
+        """Return a subclass (same task name) bound to ``config``.
+
+        Args:
+            config: The tiering configuration.
+            opener: Opens tier bucket URLs (default ``open_bucket``; tests pass clients).
+            stats: Collects per-step seconds, if given.
+        """
+        attrs: dict[str, Any] = {"config": config, "stats": stats}
+        if opener is not None:
+            attrs["opener"] = staticmethod(opener)
+        return type(cls.__name__, (cls,), attrs)
+
+    @classmethod
+    def load_config(cls) -> TierConfig:
+        """The class's configuration, or the file that ``SIMPLETASKS_TIER_CONFIG`` names.
+
+        Raises:
+            ConfigError: If neither is there, or the file is invalid.
+        """
+        if cls.config is not None:
+            return cls.config
+        path = os.environ.get(CONFIG_ENV)
+        if not path:
+            raise ConfigError(
+                f"{NAME} needs a tiering configuration: set {CONFIG_ENV}=/path/tiering.yaml "
+                "(or register HasteTierTask.configured(config))"
+            )
+        return load_config(path)
+
+    @classmethod
+    def resources(cls) -> dict[str, Callable[[], AbstractContextManager[Any]]]:
+        """Per-worker resources: ``tier_db`` and ``tier_targets``."""
+        return {"tier_db": cls._db_resource, "tier_targets": cls._targets_resource}
+
+    @classmethod
+    @contextmanager
+    def _db_resource(cls) -> Iterator[TierDB]:
+        config = cls.load_config()
+        db = FeaturesDB(config.database, table=config.db_table, schema=config.db_schema)
+        with db.session() as session:
+            yield TierDB(db, session)
+
+    @classmethod
+    @contextmanager
+    def _targets_resource(cls) -> Iterator[TierTargets]:
+        yield TierTargets(cls.load_config(), cls.opener)
+
+    # -- hooks -------------------------------------------------------------------------------
+
+    def _resource(self, name: str) -> Any:
+        context = getattr(self, "context", None)
+        resources = getattr(context, "resources", None)
+        if resources is not None:
+            try:
+                return resources[name]
+            except KeyError:
+                pass
+        # No per-worker resource (run outside a daemon, or a daemon without resources):
+        # open one for this task only.
+        stack = self.__dict__.setdefault("_own_resources", ExitStack())
+        own = self.__dict__.setdefault("_own", {})
+        if name not in own:
+            own[name] = stack.enter_context(self.resources()[name]())
+        return own[name]
+
+    def _close_own(self) -> None:
+        stack = self.__dict__.pop("_own_resources", None)
+        self.__dict__.pop("_own", None)
+        if stack is not None:
+            stack.close()
+
+    def prepare(self, datasource: Datasource) -> None:
+        """Fetch every input image into the cache."""
+        with _timed(self.stats, "download"):
+            self.paths = datasource.get(self.input_keys) if self.input_keys else []
+
+    def execute(self, datasource: Datasource) -> Result:
+        """Decode, extract features, score and choose a tier for every image.
+
+        Raises:
+            ImageRejected: If no image of the task can be scored (reasons for each).
+        """
+        config = self.load_config()
+        extractor = load_extractor(config.features)
+        score_fn = load_score(
+            config.score_function, feature=config.score_feature, k=config.k, x0=config.x0
+        )
+        self.scored: list[Scored] = []
+        self.rejected: list[str] = []
+        for key, path in zip(self.input_keys, self.paths, strict=True):
+            try:
+                self.scored.append(self._score_one(config, extractor, score_fn, key, Path(path)))
+            except ImageRejected as exc:
+                self.rejected.append(f"{key}: {exc}")
+        if not self.scored and self.rejected:
+            raise ImageRejected("; ".join(self.rejected))
+        tiers = Counter(s.tier for s in self.scored)
+        summary = ", ".join(f"{t}: {n}" for t, n in sorted(tiers.items()))
+        return Result(success=True, outputs=[s.key for s in self.scored], message=summary)
+
+    def _score_one(
+        self, config: TierConfig, extractor: Any, score_fn: Any, key: str, path: Path
+    ) -> Scored:
+        with _timed(self.stats, "decode"):
+            loaded = read_image(path)
+            pixels = loaded.pixels
+            height, width = pixels.shape
+            if min(height, width) < config.min_side:
+                raise ImageRejected(
+                    f"image is {width}x{height}; PLLS needs at least {config.min_side} pixels "
+                    "on the short side (CellProfiler gives 0 below 32, which would score high)"
+                )
+            if not pixels.max() > pixels.min():
+                raise ImageRejected(
+                    f"constant image (every pixel {pixels.flat[0]!r}): it has no focus; "
+                    "PLLS would be 0, which the default score files in tier A"
+                )
+            unit = to_unit_float(pixels)
+        with _timed(self.stats, "features"):
+            features = check_features(extractor.extract(unit), tuple(extractor.names))
+            if loaded.pages > 1:
+                features["pages"] = float(loaded.pages)
+            score = checked_score(score_fn, features)
+            tier = config.policy.tier_for(score)
+        return Scored(
+            key=key,
+            path=path,
+            size=path.stat().st_size,
+            width=width,
+            height=height,
+            format=loaded.format,
+            features=features,
+            score=score,
+            tier=tier,
+        )
+
+    def finalize(self, datasource: Datasource, result: Result) -> None:
+        """Place each scored image in its tier and upsert its row; then report rejects.
+
+        Raises:
+            ImageRejected: After the good images are done, if some images were rejected.
+        """
+        try:
+            self._finalize(datasource)
+        finally:
+            self._close_own()
+        if self.rejected:
+            raise ImageRejected(
+                f"{len(self.rejected)} of {len(self.input_keys)} image(s) rejected (the others "
+                "were filed): " + "; ".join(self.rejected)
+            )
+
+    def _finalize(self, datasource: Datasource) -> None:
+        config = self.load_config()
+        source = datasource.bucket  # type: ignore[attr-defined]
+        targets: TierTargets = self._resource("tier_targets")
+        tdb: TierDB = self._resource("tier_db")
+        context = getattr(self, "context", None)
+        host = socket.gethostname()
+        for s in self.scored:
+            tier = config.tier(s.tier)
+            storage_url = None
+            if tier is not None:
+                with _timed(self.stats, "copy"):
+                    storage_url, _method = targets.place(tier, source, s.key, s.path)
+            record = ImageRecord(
+                source=source.url,
+                key=s.key,
+                size_bytes=s.size,
+                width=s.width,
+                height=s.height,
+                format=s.format,
+                features=s.features,
+                score=s.score,
+                tier=s.tier,
+                storage_url=storage_url,
+                host=host,
+                task_id=self.id,
+                job_id=getattr(context, "job_id", None),
+                attempt=getattr(context, "attempt", 1),
+            )
+            with _timed(self.stats, "database"):
+                previous = tdb.db.storage_url_of(tdb.session, source.url, s.key)
+                tdb.db.upsert(tdb.session, record)
+            if previous and previous != storage_url:
+                logger.info("%s moved: %s -> %s", s.key, previous, storage_url)
+                targets.remove(previous, s.key)
+
+
+def make_tier_job(
+    keys: list[str], *, base_directory: str = "", per_task: int = 1, first_id: int = 1
+) -> list[TaskMessage]:
+    """Return HASTE_TIER messages for ``keys`` (relative to ``base_directory``).
+
+    Args:
+        keys: Image keys, relative to ``base_directory``.
+        base_directory: Their common prefix in the source bucket.
+        per_task: Images per task.
+        first_id: The first task's id.
+    """
+    if per_task < 1:
+        raise ValueError("per_task must be >= 1")
+    return [
+        TaskMessage(
+            basic_info=BasicInfo(
+                id=first_id + n,
+                name=NAME,
+                base_directory=base_directory,
+                inputs=tuple(keys[i : i + per_task]),
+            ),
+            payload_info=None,
+        )
+        for n, i in enumerate(range(0, len(keys), per_task))
+    ]
+
+
+__all__ = ["NAME", "HasteTierTask", "Scored", "TierDB", "TierStats", "make_tier_job"]
