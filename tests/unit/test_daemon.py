@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tasktypes import FailTask, SleepTask
@@ -394,3 +395,32 @@ def test_a_lease_longer_than_the_queue_allows_is_refused(
     monkeypatch.setattr(MemoryQueue, "capabilities", QueueCapabilities(max_lease_seconds=600))
     with pytest.raises(ConfigError, match=r"lease_seconds=601 is more than mem://tasks allows"):
         make_daemon(tmp_path, registry, lease_seconds=601)
+
+
+def test_stop_on_an_idle_daemon_returns_within_a_second(
+    tmp_path: Path, registry: TaskRegistry
+) -> None:
+    """Ctrl-C while the loop sits in a long poll: no wait for the poll to end."""
+    daemon = make_daemon(tmp_path, registry, burst=False, wait_seconds=10, idle_max_seconds=10)
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    time.sleep(0.3)  # the loop is inside a 10 s receive
+    stopped = time.monotonic()
+    daemon.stop()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert time.monotonic() - stopped < 1.5
+
+
+def test_progress_is_logged_while_the_daemon_runs(
+    tmp_path: Path, registry: TaskRegistry, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    import simpletasks.daemon as daemon_module
+
+    monkeypatch.setattr(daemon_module, "PROGRESS_SECONDS", 0.2)
+    log = tmp_path / "log"
+    send(*(task("SLEEP", {"seconds": 0.1, "log": str(log)}, i) for i in range(8)))
+    with caplog.at_level("INFO", logger="simpletasks.daemon"):
+        make_daemon(tmp_path, registry).run()
+    progress = [r.getMessage() for r in caplog.records if "progress:" in r.getMessage()]
+    assert progress and "succeeded" in progress[-1] and "tasks/s" in progress[-1]
