@@ -32,6 +32,22 @@ MEM_REASON = (
 #: Exceptions of the cloud SDKs shown as one line when a backend let one through.
 _LIBRARY_MODULES = ("botocore", "boto3", "google", "pika", "urllib3", "requests")
 
+#: What to do, by the class name of a cloud SDK exception that reached the command line.
+_HINTS = {
+    "NoCredentialsError": "no AWS credentials found: set AWS_ACCESS_KEY_ID and "
+    "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), run on a VM with a role, or for the local stack "
+    "`set -a; . ./simpletasks-local.env; set +a`",
+    "PartialCredentialsError": "incomplete AWS credentials: set both AWS_ACCESS_KEY_ID and "
+    "AWS_SECRET_ACCESS_KEY",
+    "EndpointConnectionError": "nothing answers at the AWS endpoint: check AWS_ENDPOINT_URL "
+    "(is the local stack still running?) and the network",
+    "DefaultCredentialsError": "no Google credentials found: run `gcloud auth "
+    "application-default login`, set GOOGLE_APPLICATION_CREDENTIALS, or for the local stack "
+    "`set -a; . ./simpletasks-local.env; set +a`",
+    "AMQPConnectionError": "cannot connect to RabbitMQ: is it running, and are host, port, "
+    "user and password right?",
+}
+
 F = TypeVar("F", bound=Callable[..., Any])
 _PASSWORD = re.compile(r"(?i)\b(amqps?://[^:/@\s'\"]*:)[^@\s'\"]*@")
 
@@ -60,9 +76,9 @@ def setup_logging(level: str) -> None:
         for handler in logging.root.handlers:
             handler.addFilter(_RedactFilter())
     logging.root.setLevel(getattr(logging, level.upper()))
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "pika", "google"):
-        # pika logs every failed connection attempt at ERROR: the command says it once.
-        floor = logging.CRITICAL if noisy == "pika" else logging.WARNING
+    quiet = ("pika", "google.auth")  # log each failed attempt: the command says it once
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "google", *quiet):
+        floor = logging.CRITICAL if noisy in quiet else logging.WARNING
         logging.getLogger(noisy).setLevel(max(floor, logging.root.level))
 
 
@@ -140,8 +156,11 @@ class Group(click.Group):
         except Exception as exc:
             if not _library_error(exc):
                 raise
+            name = type(exc).__name__
             text = " ".join(str(exc).split()) or "(no message)"
-            raise click.ClickException(redact(f"{type(exc).__name__}: {text}")) from None
+            hint = _HINTS.get(name)
+            line = f"{hint} ({name}: {text})" if hint else f"{name}: {text}"
+            raise click.ClickException(redact(line)) from None
 
 
 class UsageLine(click.ClickException):
