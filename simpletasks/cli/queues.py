@@ -215,7 +215,7 @@ def status(queue_urls: tuple[str, ...], scan: int) -> None:
         queue = open_queue(url)
         counts = queue.counts()
         echo(f"{queue.url}\tvisible={_n(counts.visible)}\tin_flight={_n(counts.in_flight)}")
-        if scan:
+        if scan and counts.visible != 0:
             summary = summarise(queue, scan)
             if summary:
                 echo(f"  {summary}")
