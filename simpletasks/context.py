@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack
 from typing import Any
 
+from simpletasks.checkpoint import Checkpoints
 from simpletasks.errors import ConfigError, TaskCancelled
 
 logger = logging.getLogger(__name__)
@@ -106,6 +107,8 @@ class TaskContext:
         cancel: Set by the daemon when it gave the task up: the grace period after a stop
             request ran out and the task's message was released to other workers.
         stopping: Set by the daemon when a stop was requested (the task may still finish).
+        checkpoints: Where :meth:`checkpoint` and :meth:`restore` keep this message's
+            progress (the daemon passes one over its datasource's bucket).
     """
 
     def __init__(
@@ -118,6 +121,7 @@ class TaskContext:
         resources: Mapping[str, Any] | None = None,
         cancel: threading.Event | None = None,
         stopping: threading.Event | None = None,
+        checkpoints: Checkpoints | None = None,
     ) -> None:
         self.attempt = attempt
         self.message_id = message_id
@@ -126,6 +130,28 @@ class TaskContext:
         self.resources: Mapping[str, Any] = resources if resources is not None else {}
         self._cancel = cancel or threading.Event()
         self._stopping = stopping or threading.Event()
+        self._checkpoints = checkpoints
+        self.checkpoint_used = False  # saved or restored in this delivery
+
+    def checkpoint(self, state: bytes | Any) -> None:
+        """Save progress (bytes, or a JSON-encodable value) for a later delivery.
+
+        The state is stored in the bucket under a key derived from the message alone and
+        replaces the previous one atomically; it is deleted after the task succeeds. Use it
+        in long tasks on preemptible machines: a redelivery resumes from :meth:`restore`.
+        """
+        self.checkpoint_used = True
+        self._need_checkpoints().save(state)
+
+    def restore(self) -> bytes | Any | None:
+        """Return the last state :meth:`checkpoint` saved for this message, or ``None``."""
+        self.checkpoint_used = True
+        return self._need_checkpoints().load()
+
+    def _need_checkpoints(self) -> Checkpoints:
+        if self._checkpoints is None:
+            raise RuntimeError("this task runs without checkpoint storage (no daemon bucket)")
+        return self._checkpoints
 
     def cancelled(self) -> bool:
         """Whether the daemon gave this task up; its outputs will not be published."""

@@ -145,6 +145,7 @@ class DaemonService:
                 self._hurry.set()
             return
         self._stopping.set()
+        self._leases.notify()  # the loop may be waiting for room
         running = self._leases.counts()[1]
         if running:
             logger.info(
@@ -306,7 +307,10 @@ class DaemonService:
             # refill when the local buffer is empty, or when a whole batch fits
             return room > 0 and (buffered == 0 or room >= min(batch, limit))
 
-        if not self._leases.wait_until(has_room, timeout=0.2):
+        def wake(buffered: int, running: int) -> bool:
+            return self._stopping.is_set() or has_room(buffered, running)
+
+        if not self._leases.wait_until(wake, timeout=0.2) or self._stopping.is_set():
             return 0
         buffered, running = self._leases.counts()
         room = limit - buffered - running

@@ -18,6 +18,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+from simpletasks.checkpoint import Checkpoints
 from simpletasks.context import TaskContext
 from simpletasks.errors import (
     KeyNotFound,
@@ -98,6 +99,7 @@ class MessageRunner:
         self.stats = stats
         self.stopping = stopping
         self.host = HostInfo.current()
+        self._bucket = getattr(datasource, "bucket", None)
         self._max_lease = queue.capabilities.max_lease_seconds
         self._lock = threading.Lock()  # guards the two values below (updated by workers)
         self._mean_seconds: float | None = None
@@ -143,6 +145,7 @@ class MessageRunner:
                 resources=resources,
                 cancel=cancel,
                 stopping=self.stopping,
+                checkpoints=Checkpoints(self._bucket, message.body),
             )
             task = self.registry.create(parsed, context)
         except Exception as exc:  # a MessageError, or e.g. a payload dataclass's own check
@@ -200,6 +203,8 @@ class MessageRunner:
             if not self._send(self.targets.done_queue, [self._report_body(report)], message):
                 self._retry_later(message)
                 return
+        if task.context.checkpoint_used:
+            Checkpoints(self._bucket, message.body).delete()
         self.leases.ack(message)
         self.stats.add(succeeded=1)
         self.middleware.emit("on_acked", task, message, result)

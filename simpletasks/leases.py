@@ -118,6 +118,11 @@ class LeaseKeeper:
             self.changed.notify_all()
             return messages
 
+    def notify(self) -> None:
+        """Wake every thread waiting in :meth:`wait` or :meth:`wait_until`."""
+        with self.changed:
+            self.changed.notify_all()
+
     def wait(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for any held message to change state."""
         with self.changed:
