@@ -137,6 +137,8 @@ def _from_dict(data: Mapping[str, Any]) -> TierConfig:
         "x0": _number(score.get("x0", -1.4), "score.x0"),
         "score_function": score.get("function"),
     }
+    if kwargs["k"] == 0:
+        raise ConfigError("score.k must not be 0 (every image would score 0.5)")
     for key in ("database", "db_schema", "db_table", "features"):
         if data.get(key) is not None:
             if not isinstance(data[key], str) or not data[key]:

@@ -62,28 +62,27 @@ def read_image(path: Path | str) -> LoadedImage:
     """Decode the image file at ``path`` into a 2-D array (see the module docstring).
 
     Raises:
-        ImageRejected: If the file is empty, not PNG/TIFF/JPEG, corrupt, or has no pixels.
+        ImageRejected: If the file is empty, not PNG/TIFF/JPEG, corrupt, or has no pixels
+            (the message says which; the caller adds the file's name or key).
     """
     data = Path(path).read_bytes()
     name = Path(path).name
     if not data:
-        raise ImageRejected(f"{name}: empty file (0 bytes)")
+        raise ImageRejected("empty file (0 bytes)")
     fmt = sniff_format(data[:8])
     if fmt is None:
         raise ImageRejected(
-            f"{name}: not a PNG, TIFF or JPEG file (first bytes {data[:8]!r}); the name's "
+            f"not a PNG, TIFF or JPEG file (first bytes {data[:8]!r}); the name's "
             "extension is not used to decide"
         )
     try:
         pixels, pages = _read_tiff(data) if fmt == "tiff" else (_read_pillow(data), 1)
-    except ImageRejected:
-        raise
     except Exception as exc:  # every decoder error means a corrupt file
-        msg = f"{name}: corrupt {fmt.upper()} file: {type(exc).__name__}: {exc}"
+        msg = f"corrupt {fmt.upper()} file: {type(exc).__name__}: {exc}"
         raise ImageRejected(msg) from None
     pixels = _to_grey(pixels, name)
     if pixels.size == 0:
-        raise ImageRejected(f"{name}: image has no pixels (shape {pixels.shape})")
+        raise ImageRejected(f"image has no pixels (shape {pixels.shape})")
     return LoadedImage(pixels=pixels, format=fmt, pages=pages)
 
 
@@ -110,19 +109,20 @@ def _read_tiff(data: bytes) -> tuple[np.ndarray, int]:
     with tifffile.TiffFile(io.BytesIO(data)) as tif:
         pages = len(tif.pages)
         if pages == 0:
-            raise ImageRejected("TIFF file has no pages")
+            raise ValueError("the file has no pages")
         arr = tif.pages.first.asarray()
     return arr, pages
 
 
 def _to_grey(arr: np.ndarray, name: str) -> np.ndarray:
-    arr = np.squeeze(arr)
+    while arr.ndim > 2 and 1 in arr.shape:  # drop singleton page/sample axes, keep 1x1
+        arr = np.squeeze(arr, axis=arr.shape.index(1))
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):
         arr = arr[..., :3].astype(np.float64).mean(axis=-1)
     if arr.ndim != 2:
-        raise ImageRejected(f"{name}: expected a 2-D greyscale or RGB image, got shape {arr.shape}")
+        raise ImageRejected(f"expected a 2-D greyscale or RGB image, got shape {arr.shape}")
     if arr.dtype.kind not in "biuf":
-        raise ImageRejected(f"{name}: unsupported pixel type {arr.dtype}")
+        raise ImageRejected(f"unsupported pixel type {arr.dtype}")
     return arr
 
 

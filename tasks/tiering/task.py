@@ -232,7 +232,7 @@ class HasteTierTask(DaemonTask):
                 )
             if not pixels.max() > pixels.min():
                 raise ImageRejected(
-                    f"constant image (every pixel {pixels.flat[0]!r}): it has no focus; "
+                    f"constant image (every pixel {pixels.flat[0].item()!r}): it has no focus; "
                     "PLLS would be 0, which the default score files in tier A"
                 )
             unit = to_unit_float(pixels)
