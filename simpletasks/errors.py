@@ -69,3 +69,33 @@ class TaskCancelled(SimpleTasksError):
     up (its grace period ran out, or a second stop request came): the task's message was
     released, so its outputs must not be published.
     """
+
+
+class BatchError(SimpleTasksError):
+    """Some entries of a batch operation (``send_batch``, ``ack_many``, ``extend_many``) failed;
+    every other entry went through.
+
+    Attributes:
+        failures: ``(index in the argument, error code, error text)`` per failed entry, by
+            index.
+    """
+
+    def __init__(self, message: str, failures: list[tuple[int, str, str]]) -> None:
+        super().__init__(message)
+        self.failures = failures
+
+    @property
+    def failed_indexes(self) -> list[int]:
+        """The indexes of the entries that failed."""
+        return [index for index, _, _ in self.failures]
+
+
+class ServiceUnavailable(SimpleTasksError, ConnectionError):
+    """A queue or bucket service cannot be reached (nothing listens, DNS, timeout).
+
+    The message names the endpoint (password masked) and what to check.
+    """
+
+
+class CredentialsError(SimpleTasksError):
+    """No credentials were found for a cloud service, or the service refused them."""

@@ -6,7 +6,8 @@ bucket ``data``. Writes are whole: a reader never sees half an object. Downloads
 (size, and a checksum where the backend offers one) before they are handed over.
 
 Backends, one module each, are picked by URL scheme: ``s3://bucket/prefix``,
-``file:///dir``, ``mem://name``.
+``gs://bucket/prefix``, ``file:///dir`` and ``mem://name``; more can be added with
+:func:`register_bucket_backend`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 from simpletasks.errors import ConfigError, InvalidKey
 from simpletasks.keys import validate_key
-from simpletasks.urls import BUCKET_BACKENDS, open_backend
+from simpletasks.urls import BUCKET_BACKENDS, open_backend, register_bucket_backend
 
 
 @runtime_checkable
@@ -95,19 +96,25 @@ def split_bucket_url(url: str, scheme: str, service: str) -> tuple[str, str]:
     return bucket, prefix
 
 
-def open_bucket(url: str, **kwargs: Any) -> BucketService:
+def open_bucket(url: str, *, create: bool = False, **kwargs: Any) -> BucketService:
     """Open the bucket that ``url`` names, choosing the backend by scheme.
 
     Args:
-        url: ``s3://bucket[/prefix]``, ``file:///absolute/dir`` or ``mem://name``.
+        url: ``s3://bucket[/prefix]``, ``gs://bucket[/prefix]``, ``file:///absolute/dir``
+            or ``mem://name[/prefix]`` (or a scheme added with :func:`register_bucket_backend`).
+        create: Create the bucket (the directory, for ``file://``) if it does not exist.
+            Without it a missing bucket is an error that says how to create it.
         **kwargs: Passed to the backend's ``from_url`` (for example ``client=`` for S3).
 
     Raises:
         UnsupportedScheme: For an unknown scheme (the message lists the known ones).
         MissingDependency: If the backend's optional package is missing.
+        ConfigError: If the bucket does not exist and ``create`` is false.
     """
+    if create:
+        kwargs["create"] = True
     bucket: BucketService = open_backend(url, BUCKET_BACKENDS, "bucket", **kwargs)
     return bucket
 
 
-__all__ = ["BucketService", "open_bucket", "split_bucket_url"]
+__all__ = ["BucketService", "open_bucket", "register_bucket_backend", "split_bucket_url"]

@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 
 from simpletasks.errors import ConfigError, IntegrityError, InvalidKey, KeyNotFound
 from simpletasks.keys import validate_key
+from simpletasks.urls import ensure_file_directory, parse_file_url
 
 logger = logging.getLogger(__name__)
 
@@ -91,38 +92,33 @@ class FileBucket:
     """Objects stored as files under one local directory.
 
     Args:
-        root: The bucket's directory (absolute). It need not exist yet; it is created by the
-            first upload.
+        root: The bucket's directory (absolute).
+        create: Create the directory if it does not exist (otherwise that is an error).
+
+    Raises:
+        ConfigError: If ``root`` is relative, or does not exist and ``create`` is false.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, create: bool = False) -> None:
         root = Path(root)
         if not root.is_absolute():
             raise ConfigError(f"file bucket directory must be absolute, got {str(root)!r}")
         self.root = root
-        self.url = "file://" + root.as_posix()
+        self.url = root.as_uri()
+        ensure_file_directory(root, self.url, "bucket", create=create)
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> FileBucket:
-        """Open ``file:///absolute/dir``.
-
-        The path is taken literally (no percent-decoding).
+    def from_url(cls, url: str, *, create: bool = False, **kwargs: Any) -> FileBucket:
+        """Open ``file:///absolute/dir``, percent-decoded as for a file queue.
 
         Raises:
-            ConfigError: If ``url`` is not of the form ``file:///absolute/path`` or an
-                unknown keyword argument is given.
+            ConfigError: If ``url`` is not of the form ``file:///absolute/path``, the
+                directory does not exist and ``create`` is false, or an unknown keyword
+                argument is given.
         """
         if kwargs:
             raise ConfigError(f"file bucket takes no options, got {sorted(kwargs)}")
-        scheme, sep, rest = url.partition("://") if isinstance(url, str) else ("", "", "")
-        if not sep or scheme.lower() != "file":
-            raise ConfigError(f"not a file bucket URL: {url!r}; expected file:///absolute/path")
-        if not rest.startswith("/"):
-            raise ConfigError(
-                f"file bucket URL {url!r} must be file:///absolute/path (three slashes; "
-                "host names and relative paths are not supported)"
-            )
-        return cls(Path(rest))
+        return cls(parse_file_url(url, "bucket"), create=create)
 
     def __repr__(self) -> str:
         return f"FileBucket({self.url!r})"

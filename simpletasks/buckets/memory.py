@@ -51,8 +51,8 @@ class MemoryBucket:
             self._store = self._stores.setdefault(name, _Store())
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> MemoryBucket:
-        """Open ``mem://name[/prefix]``.
+    def from_url(cls, url: str, *, create: bool = False, **kwargs: Any) -> MemoryBucket:
+        """Open ``mem://name[/prefix]`` (``create`` is accepted and ignored).
 
         Raises:
             ConfigError: If ``url`` is not a ``mem://`` URL with a name, or an unknown

@@ -5,8 +5,15 @@ other receivers until the lease runs out, is extended, released or the message i
 Delivery is therefore at least once. Encoding and decoding task messages happens elsewhere
 (:mod:`simpletasks.message`).
 
-Backends, one module each, are picked by URL scheme: ``sqs://name``, ``file:///dir``,
-``mem://name``.
+Backends, one module each, are picked by URL scheme: ``sqs://name``,
+``pubsub://project/subscription``, ``amqp://host/vhost?queue=name``, ``file:///dir`` and
+``mem://name``; more can be added with :func:`register_queue_backend`. What a backend can do
+(batch size, longest lease, largest body, whether it counts) is its :attr:`capabilities`.
+
+Batch operations (``ack_many``, ``extend_many``, ``send_batch``) try every entry and then
+raise one :class:`~simpletasks.errors.BatchError` listing the entries that failed (by index);
+every other entry went through. Settling a message whose lease was already lost is not a
+failure: it is logged and ignored (``extend_many`` returns those messages).
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from simpletasks.urls import QUEUE_BACKENDS, open_backend
+from simpletasks.urls import QUEUE_BACKENDS, open_backend, register_queue_backend
 
 
 @dataclass(frozen=True)
@@ -68,10 +75,39 @@ class QueueCapabilities:
 
 
 @runtime_checkable
+class ReportSink(Protocol):
+    """What a report (error or done) queue needs: somewhere to send bodies to.
+
+    Every :class:`QueueService` is one; so is any object with these three members.
+    """
+
+    url: str
+
+    @property
+    def capabilities(self) -> QueueCapabilities:
+        """Read for ``max_body_bytes`` (reports are cut to fit)."""
+        ...
+
+    def send(self, body: str) -> None:
+        """Enqueue one message."""
+        ...
+
+
+@runtime_checkable
 class QueueService(Protocol):
     """What the daemon needs from a queue. Every backend implements exactly this."""
 
     url: str
+
+    @classmethod
+    def from_url(cls, url: str, *, create: bool = False, **kwargs: Any) -> QueueService:
+        """Open the queue ``url`` names; with ``create``, create it first if missing.
+
+        Raises:
+            ConfigError: If the URL is malformed for this backend, or the queue does not
+                exist and ``create`` is false.
+        """
+        ...
 
     @property
     def capabilities(self) -> QueueCapabilities:
@@ -103,6 +139,19 @@ class QueueService(Protocol):
         """Set the message's lease to end ``lease_seconds`` from now."""
         ...
 
+    def extend_many(self, messages: Sequence[Message], lease_seconds: float) -> list[Message]:
+        """Set several messages' leases to end ``lease_seconds`` from now, in batches.
+
+        Returns:
+            The messages whose lease had already been lost (ran out, settled, or lost with
+            a connection): they were not extended. Empty when every lease was extended.
+
+        Raises:
+            BatchError: If some could not be extended for another reason; its ``failures``
+                list them by index and every other message was extended.
+        """
+        ...
+
     def send(self, body: str) -> None:
         """Enqueue one message."""
         ...
@@ -124,19 +173,35 @@ class QueueService(Protocol):
         ...
 
 
-def open_queue(url: str, **kwargs: Any) -> QueueService:
+def open_queue(url: str, *, create: bool = False, **kwargs: Any) -> QueueService:
     """Open the queue that ``url`` names, choosing the backend by scheme.
 
     Args:
-        url: ``sqs://name``, ``file:///absolute/dir`` or ``mem://name``.
+        url: ``sqs://name``, ``pubsub://project/subscription``,
+            ``amqp://user:pass@host/vhost?queue=name``, ``file:///absolute/dir`` or
+            ``mem://name`` (or a scheme added with :func:`register_queue_backend`).
+        create: Create the queue if it does not exist (SQS queue, Pub/Sub topic and
+            subscription, RabbitMQ queue, file queue directory). Without it a missing queue
+            is an error that says how to create it.
         **kwargs: Passed to the backend's ``from_url`` (for example ``client=`` for SQS).
 
     Raises:
         UnsupportedScheme: For an unknown scheme (the message lists the known ones).
         MissingDependency: If the backend's optional package is missing.
+        ConfigError: If the queue does not exist and ``create`` is false.
     """
+    if create:
+        kwargs["create"] = True
     queue: QueueService = open_backend(url, QUEUE_BACKENDS, "queue", **kwargs)
     return queue
 
 
-__all__ = ["Message", "QueueCapabilities", "QueueCounts", "QueueService", "open_queue"]
+__all__ = [
+    "Message",
+    "QueueCapabilities",
+    "QueueCounts",
+    "QueueService",
+    "ReportSink",
+    "open_queue",
+    "register_queue_backend",
+]

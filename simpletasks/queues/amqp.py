@@ -44,12 +44,19 @@ import pika
 import pika.exceptions
 
 from simpletasks.errors import ConfigError
-from simpletasks.queues import Message, QueueCounts, _checks
+from simpletasks.queues import Message, QueueCapabilities, QueueCounts, _checks, _common
 from simpletasks.queues._amqp import BrokerError, PublishError, check_name, parse_url
 
 logger = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.1  # how often the pump thread expires leases and serves heartbeats
+MAX_BATCH = 100  # messages per receive / settled under one hold of the lock
+#: RabbitMQ's default ``max_message_size`` since 4.0 (3.x allowed 128 MiB): a body that fits
+#: works on every broker with default settings.
+MAX_BODY_BYTES = 16 * 1024 * 1024
+CAPABILITIES = QueueCapabilities(
+    max_batch=MAX_BATCH, max_lease_seconds=None, max_body_bytes=MAX_BODY_BYTES, counts=True
+)
 ATTEMPT_HEADER = "x-simpletasks-attempt"  # on a handed-back copy: the attempt it ended
 _T = TypeVar("_T")
 # A closed or broken connection/channel: the broker has requeued what we held.
@@ -83,7 +90,7 @@ class AMQPQueue:
         parameters: pika connection parameters (default: guest on localhost, vhost ``/``).
         create: Declare the queue (a durable quorum queue) if missing. An existing queue
             with other arguments is used as it is, with a warning, unless ``arguments`` were
-            given. If false, the queue must exist.
+            given. If false (the default), the queue must exist.
         arguments: Extra ``x-`` arguments for the declaration, e.g. ``{"x-max-length": 1000}``.
         url: The URL to show as :attr:`url` (default: built from ``parameters``).
 
@@ -93,12 +100,16 @@ class AMQPQueue:
         BrokerError: If RabbitMQ cannot be reached or refuses the login.
     """
 
+    #: Batches of 100, no lease limit of its own (see ``consumer_timeout`` above), bodies up
+    #: to 16 MiB; ``counts().in_flight`` counts this object's leases only.
+    capabilities = CAPABILITIES
+
     def __init__(
         self,
         name: str,
         *,
         parameters: pika.ConnectionParameters | None = None,
-        create: bool = True,
+        create: bool = False,
         arguments: Mapping[str, Any] | None = None,
         url: str | None = None,
     ) -> None:
@@ -121,14 +132,16 @@ class AMQPQueue:
         self._pump_thread.start()
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> AMQPQueue:
+    def from_url(cls, url: str, *, create: bool = False, **kwargs: Any) -> AMQPQueue:
         """Open ``amqp://user:pass@host[:port]/vhost?queue=name``; ``kwargs`` as the constructor's.
+
+        With ``create``, the queue is declared (a durable quorum queue) if missing.
 
         Raises:
             ConfigError: If the URL is malformed, has no ``queue``, or as the constructor.
         """
         name, parameters, masked = parse_url(url)
-        return cls(name, parameters=parameters, url=masked, **kwargs)
+        return cls(name, parameters=parameters, url=masked, create=create, **kwargs)
 
     # connection
 
@@ -243,15 +256,12 @@ class AMQPQueue:
     ) -> list[Message]:
         """Lease up to ``max_messages`` messages, polling up to ``wait_seconds`` for the first."""
         _checks.check_receive_args(max_messages, wait_seconds, lease_seconds)
-        deadline = time.monotonic() + wait_seconds
-        pause = 0.02
-        while True:
-            messages = self._call("receive", lambda ch: self._get(ch, max_messages, lease_seconds))
-            remaining = deadline - time.monotonic()
-            if messages or remaining <= 0:
-                return messages
-            self._closed.wait(min(pause, remaining))
-            pause = min(2 * pause, 0.25)
+        count = min(max_messages, MAX_BATCH)
+
+        def get() -> list[Message]:
+            return self._call("receive", lambda ch: self._get(ch, count, lease_seconds))
+
+        return _common.poll(get, wait_seconds, pause=0.02, max_pause=0.25, sleep=self._closed.wait)
 
     def _get(self, channel: Any, max_messages: int, lease_seconds: float) -> list[Message]:
         messages: list[Message] = []
@@ -270,39 +280,54 @@ class AMQPQueue:
             messages.append(message)
         return messages
 
-    def _settle(self, action: str, messages: Sequence[Message], seconds: float = 0.0) -> None:
+    def _settle(
+        self, action: str, messages: Sequence[Message], seconds: float = 0.0
+    ) -> list[Message]:
+        """Settle ``messages``, :data:`MAX_BATCH` per hold of the lock; return the lost ones."""
         deliveries: list[_Delivery] = []
         for message in messages:
             deliveries.append(_checks.check_handle(message, _Delivery, "RabbitMQ queue"))
             if deliveries[-1].queue is not self:
                 raise ValueError(f"message {message.id!r} was received by another queue object")
-        with self._lock:
-            for message, delivery in zip(messages, deliveries, strict=True):
-                lease = self._leases.get(delivery.tag)
-                if delivery.generation != self._generation or lease is None:
-                    why = "its lease ran out, was settled or was lost with a connection"
-                    logger.warning("%s: %s of %s ignored: %s", self.url, action, message.id, why)
-                    continue
-                try:
-                    if action == "extend":
-                        lease.until = time.monotonic() + seconds
-                    elif action == "ack":
-                        del self._leases[delivery.tag]
-                        self._channel.basic_ack(delivery.tag)
-                    else:
-                        self._hand_back(self._channel, delivery.tag)
-                except _LOST as exc:
-                    self._drop(exc)  # the broker requeues it: the lease is lost, as on timeout
-                    why = "its lease was lost with the connection"
-                    logger.warning("%s: %s of %s ignored: %s", self.url, action, message.id, why)
-                    return
+        pairs = list(zip(messages, deliveries, strict=True))
+        lost: list[Message] = []
+        for chunk in _common.chunks(pairs, MAX_BATCH):
+            with self._lock:
+                for message, delivery in chunk:
+                    if not self._settle_one(action, message, delivery, seconds):
+                        lost.append(message)
+        return lost
+
+    def _settle_one(
+        self, action: str, message: Message, delivery: _Delivery, seconds: float
+    ) -> bool:
+        """Settle one delivery (lock held); return False if its lease was already lost."""
+        lease = self._leases.get(delivery.tag)
+        if delivery.generation != self._generation or lease is None:
+            why = "its lease ran out, was settled or was lost with a connection"
+            _common.log_lost(logger, self.url, action, message.id, why)
+            return False
+        try:
+            if action == "extend":
+                lease.until = time.monotonic() + seconds
+            elif action == "ack":
+                del self._leases[delivery.tag]
+                self._channel.basic_ack(delivery.tag)
+            else:
+                self._hand_back(self._channel, delivery.tag)
+        except _LOST as exc:
+            self._drop(exc)  # the broker requeues it: the lease is lost, as on timeout
+            why = "its lease was lost with the connection"
+            _common.log_lost(logger, self.url, action, message.id, why)
+            return False
+        return True
 
     def ack(self, message: Message) -> None:
         """Delete a received message; ignored (with a warning) if its lease was lost."""
         self._settle("ack", [message])
 
     def ack_many(self, messages: Sequence[Message]) -> None:
-        """Delete several received messages, each as :meth:`ack`, under one lock."""
+        """Delete several received messages, each as :meth:`ack`, 100 per hold of the lock."""
         self._settle("ack", messages)
 
     def release(self, message: Message) -> None:
@@ -314,6 +339,11 @@ class AMQPQueue:
         seconds = _checks.check_seconds("lease_seconds", lease_seconds)
         self._settle("extend", [message], seconds)
 
+    def extend_many(self, messages: Sequence[Message], lease_seconds: float) -> list[Message]:
+        """Move several leases' ends (no broker round trip); return those already lost."""
+        seconds = _checks.check_seconds("lease_seconds", lease_seconds)
+        return self._settle("extend", messages, seconds)
+
     # sending
 
     def send(self, body: str) -> None:
@@ -323,7 +353,7 @@ class AMQPQueue:
             PublishError: If the broker nacks the message (e.g. a full queue with
                 ``x-overflow: reject-publish``) or cannot route it (the queue was deleted).
         """
-        self._publish([_checks.check_body(body)])
+        self._publish([self._check_size(_checks.check_body(body), "body")])
 
     def send_batch(self, bodies: Sequence[str]) -> None:
         """Enqueue many messages, each confirmed; every body is checked before any is sent.
@@ -331,16 +361,19 @@ class AMQPQueue:
         Raises:
             PublishError: As :meth:`send`; its ``sent`` tells how many went through, in order.
         """
-        self._publish(_checks.check_bodies(bodies))
+        checked = _checks.check_bodies(bodies)
+        self._publish([self._check_size(body, f"bodies[{i}]") for i, body in enumerate(checked)])
 
-    def _publish(self, bodies: list[str]) -> None:
-        for i, body in enumerate(bodies):
+    def _check_size(self, body: str, what: str) -> bytes:
+        return _common.check_size(body, MAX_BODY_BYTES, what, f"RabbitMQ queue {self.name!r}")
+
+    def _publish(self, payloads: list[bytes]) -> None:
+        for i, data in enumerate(payloads):
             properties = pika.BasicProperties(
                 content_type="text/plain; charset=utf-8",
                 delivery_mode=pika.DeliveryMode.Persistent,
                 message_id=uuid.uuid4().hex,
             )
-            data = body.encode("utf-8")
 
             def publish(channel: Any, data: bytes = data, properties: Any = properties) -> None:
                 channel.basic_publish("", self.name, data, properties, mandatory=True)

@@ -1,6 +1,7 @@
 """``file:///abs/dir``: a lease-based queue in a directory, safe for several processes.
 
-Layout (created by the constructor)::
+Layout (the subdirectories are made when the queue is opened; the directory itself must
+exist, or be created with ``create=True``)::
 
     dir/queue/<id>__<deliveries>.json          visible messages
     dir/leased/<id>__<attempt>__<token>.json   leased messages; file mtime = lease expiry
@@ -18,7 +19,8 @@ filesystem does atomically, so no locks are needed:
   path no longer exists and the call is logged and ignored.
 
 Ids start with the send time in nanoseconds, so receivers take the oldest message first.
-Lease expiry uses the wall clock (the processes must share it; they share a machine).
+Lease expiry uses the wall clock (the processes must share it; they share a machine; tests
+inject a ``clock``).
 All processes must see the directory on one local filesystem (renames must be atomic).
 """
 
@@ -31,14 +33,13 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from simpletasks.errors import ConfigError
-from simpletasks.queues import Message, QueueCounts
+from simpletasks.queues import Message, QueueCapabilities, QueueCounts, _common
 from simpletasks.queues._checks import (
     check_bodies,
     check_body,
@@ -46,11 +47,13 @@ from simpletasks.queues._checks import (
     check_receive_args,
     check_seconds,
 )
+from simpletasks.urls import ensure_file_directory, parse_file_url
 
 logger = logging.getLogger(__name__)
 
 _SEP = "__"
 _SUFFIX = ".json"
+MAX_BATCH = 100  # messages per receive
 
 _stamp_lock = threading.Lock()
 _last_stamp = 0
@@ -91,23 +94,38 @@ class FileQueue:
     """A queue stored as files in ``directory``; see the module docstring for the design.
 
     Args:
-        directory: Absolute path of the queue directory; created if missing.
+        directory: Absolute path of the queue directory.
+        create: Create the directory if it does not exist (otherwise that is an error).
         poll_interval: Seconds between directory scans while ``receive`` waits.
+        clock: Wall-clock seconds (``time.time``) for lease expiry; tests inject a fake one.
 
     Raises:
-        ConfigError: If ``directory`` is relative or cannot be used as a directory.
+        ConfigError: If ``directory`` is relative, does not exist (and ``create`` is false)
+            or cannot be used as a directory.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], *, poll_interval: float = 0.05) -> None:
+    #: Batches of 100; no lease or body limit; exact counts.
+    capabilities = QueueCapabilities(max_batch=MAX_BATCH, max_lease_seconds=None, counts=True)
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        create: bool = False,
+        poll_interval: float = 0.05,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         path = Path(directory)
         if not path.is_absolute():
             raise ConfigError(f"file queue directory must be absolute, got {str(path)!r}")
         self.poll_interval = check_seconds("poll_interval", poll_interval)
         self.directory = path
         self.url = path.as_uri()
+        self._clock = clock
         self._queue = path / "queue"
         self._leased = path / "leased"
         self._tmp = path / "tmp"
+        ensure_file_directory(path, self.url, "queue", create=create)
         for sub in (self._queue, self._leased, self._tmp):
             try:
                 sub.mkdir(parents=True, exist_ok=True)
@@ -115,26 +133,17 @@ class FileQueue:
                 raise ConfigError(f"cannot use {str(path)!r} as a file queue: {exc}") from exc
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> FileQueue:
-        """Open ``file:///absolute/dir``; ``kwargs`` go to the constructor.
+    def from_url(cls, url: str, *, create: bool = False, **kwargs: Any) -> FileQueue:
+        """Open ``file:///absolute/dir`` (percent-decoded); ``kwargs`` go to the constructor.
 
         Raises:
-            ConfigError: If the URL is not of the form ``file:///absolute/path``.
+            ConfigError: If the URL is not of the form ``file:///absolute/path``, or the
+                directory does not exist and ``create`` is false.
         """
-        parts = urlsplit(url)
-        if parts.scheme.lower() != "file" or not url.lower().startswith("file://"):
-            raise ConfigError(f"not a file queue URL: {url!r} (expected file:///absolute/path)")
-        if parts.netloc:
-            raise ConfigError(
-                f"file queue URL {url!r} names host {parts.netloc!r}; use three slashes and "
-                f"an absolute path, as in file:///{parts.netloc}{parts.path}"
-            )
-        if parts.query or parts.fragment:
-            raise ConfigError(f"file queue URL {url!r} must not have a query or fragment")
-        path = unquote(parts.path)
-        if not path.startswith("/"):
-            raise ConfigError(f"file queue URL {url!r} has no absolute path (file:///dir)")
-        return cls(path, **kwargs)
+        return cls(parse_file_url(url, "queue"), create=create, **kwargs)
+
+    def _now_ns(self) -> int:
+        return int(self._clock() * 1e9)
 
     # receiving
 
@@ -143,13 +152,9 @@ class FileQueue:
     ) -> list[Message]:
         """Lease up to ``max_messages`` messages, polling up to ``wait_seconds`` for the first."""
         check_receive_args(max_messages, wait_seconds, lease_seconds)
-        deadline = time.monotonic() + wait_seconds
-        while True:
-            messages = self._claim(max_messages, lease_seconds)
-            remaining = deadline - time.monotonic()
-            if messages or remaining <= 0:
-                return messages
-            time.sleep(min(self.poll_interval, remaining))
+        count = min(max_messages, MAX_BATCH)
+        claim = lambda: self._claim(count, lease_seconds)  # noqa: E731
+        return _common.poll(claim, wait_seconds, pause=self.poll_interval)
 
     def _claim(self, max_messages: int, lease_seconds: float) -> list[Message]:
         self._reclaim_expired()
@@ -170,7 +175,7 @@ class FileQueue:
     ) -> Message | None:
         lease = _Lease(self.directory, message_id, attempt, secrets.token_hex(8))
         src, dst = self._queue / name, self._leased / lease.name
-        expiry = time.time_ns() + int(lease_seconds * 1e9)
+        expiry = self._now_ns() + int(lease_seconds * 1e9)
         try:
             # Set the expiry before the rename too, so the leased file never shows an old
             # mtime that another receiver would take for an expired lease.
@@ -189,7 +194,7 @@ class FileQueue:
         return Message(message_id, body, attempt, lease)
 
     def _reclaim_expired(self) -> None:
-        now = time.time_ns()
+        now = self._now_ns()
         for name in self._list(self._leased):
             fields = _split(name, 3)
             if fields is None:
@@ -222,13 +227,7 @@ class FileQueue:
         return self._leased / lease.name
 
     def _lost(self, message: Message, action: str) -> None:
-        logger.warning(
-            "%s: %s of message %s ignored: its lease ended and it was redelivered, acked or "
-            "released",
-            self.url,
-            action,
-            message.id,
-        )
+        _common.log_lost(logger, self.url, action, message.id, _common.LEASE_LOST)
 
     def ack(self, message: Message) -> None:
         """Delete a received message; ignored (with a warning) if its lease was lost."""
@@ -255,13 +254,21 @@ class FileQueue:
 
     def extend(self, message: Message, lease_seconds: float) -> None:
         """Set the message's lease to end ``lease_seconds`` from now."""
+        self.extend_many([message], lease_seconds)
+
+    def extend_many(self, messages: Sequence[Message], lease_seconds: float) -> list[Message]:
+        """Set several leases to end ``lease_seconds`` from now; return those already lost."""
         check_seconds("lease_seconds", lease_seconds)
-        path = self._lease_path(message)
-        expiry = time.time_ns() + int(lease_seconds * 1e9)
-        try:
-            os.utime(path, ns=(expiry, expiry))
-        except FileNotFoundError:
-            self._lost(message, "extend")
+        paths = [self._lease_path(message) for message in messages]
+        expiry = self._now_ns() + int(lease_seconds * 1e9)
+        lost: list[Message] = []
+        for message, path in zip(messages, paths, strict=True):
+            try:
+                os.utime(path, ns=(expiry, expiry))
+            except FileNotFoundError:
+                self._lost(message, "extend")
+                lost.append(message)
+        return lost
 
     # sending
 
@@ -287,7 +294,7 @@ class FileQueue:
         """Return visible (expired leases included) and in-flight counts."""
         visible = sum(1 for name in self._list(self._queue) if _split(name, 2))
         in_flight = 0
-        now = time.time_ns()
+        now = self._now_ns()
         for name in self._list(self._leased):
             if _split(name, 3) is None:
                 continue

@@ -4,9 +4,10 @@ Queues are named: every ``MemoryQueue`` (or ``open_queue("mem://x")``) with the 
 one process shares one queue, so a test can send through one object and a daemon receive
 through another. :meth:`MemoryQueue.reset_all` forgets every named queue.
 
-Leases run on the monotonic clock. Each delivery gets a fresh token; ``ack``, ``release`` and
-``extend`` with the handle of an earlier delivery (whose lease ran out and whose message was
-received again) are logged and ignored, so they cannot touch the current holder's lease.
+Leases run on the monotonic clock (or the ``clock`` given, for tests). Each delivery gets a
+fresh token; ``ack``, ``release`` and ``extend`` with the handle of an earlier delivery (whose
+lease ran out and whose message was received again) are logged and ignored, so they cannot
+touch the current holder's lease.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from simpletasks.errors import ConfigError
-from simpletasks.queues import Message, QueueCounts
+from simpletasks.queues import Message, QueueCapabilities, QueueCounts, _common
 from simpletasks.queues._checks import (
     check_bodies,
     check_body,
@@ -35,6 +36,7 @@ from simpletasks.queues._checks import (
 logger = logging.getLogger(__name__)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+MAX_BATCH = 100  # messages per receive / settled under one hold of the lock
 
 
 @dataclass(eq=False)
@@ -86,13 +88,21 @@ class MemoryQueue:
     Args:
         name: Queue name; queues with the same name in one process share their messages.
             A unique name is generated when omitted.
+        clock: Seconds on a monotonic clock, for lease expiry (tests inject a fake one;
+            objects sharing a name should share it). Waiting in ``receive`` always uses
+            real time.
 
     Raises:
         ConfigError: If ``name`` is empty or has characters other than letters, digits,
             ``.``, ``_`` and ``-``.
     """
 
-    def __init__(self, name: str | None = None) -> None:
+    #: Batches of 100; no lease or body limit; exact counts.
+    capabilities = QueueCapabilities(max_batch=MAX_BATCH, max_lease_seconds=None, counts=True)
+
+    def __init__(
+        self, name: str | None = None, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if name is None:
             name = f"anonymous-{uuid.uuid4().hex[:12]}"
         if not isinstance(name, str) or not _NAME_RE.match(name):
@@ -102,12 +112,13 @@ class MemoryQueue:
             )
         self.name = name
         self.url = f"mem://{name}"
+        self._clock = clock
         with _STATES_LOCK:
             self._state = _STATES.setdefault(name, _State())
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> MemoryQueue:
-        """Open ``mem://name``.
+    def from_url(cls, url: str, *, create: bool = False, **kwargs: Any) -> MemoryQueue:
+        """Open ``mem://name`` (``create`` is accepted and ignored: it always exists).
 
         Raises:
             ConfigError: If the URL is not ``mem://name`` or takes unknown options.
@@ -136,20 +147,20 @@ class MemoryQueue:
         deadline = time.monotonic() + wait_seconds
         with state.cond:
             while True:
-                now = time.monotonic()
+                now = self._clock()
                 state.reclaim(now)
                 if state.visible:
                     break
-                remaining = deadline - now
+                remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return []
                 expiry = state.next_expiry()
                 if expiry is not None:
                     remaining = min(remaining, max(0.0, expiry - now))
                 state.cond.wait(remaining)
-            lease_until = time.monotonic() + lease_seconds
+            lease_until = self._clock() + lease_seconds
             messages: list[Message] = []
-            while state.visible and len(messages) < max_messages:
+            while state.visible and len(messages) < min(max_messages, MAX_BATCH):
                 _, message_id = heapq.heappop(state.visible)
                 entry = state.entries[message_id]
                 entry.deliveries += 1
@@ -168,13 +179,7 @@ class MemoryQueue:
         handle: _Handle = check_handle(message, _Handle, "memory queue")
         entry = self._state.leased.get(handle.message_id)
         if handle.state is not self._state or entry is None or entry.token != handle.token:
-            logger.warning(
-                "%s %s of message %s ignored: its lease ended and it was redelivered, acked "
-                "or released",
-                self.url,
-                action,
-                message.id,
-            )
+            _common.log_lost(logger, self.url, action, message.id, _common.LEASE_LOST)
             return None
         return entry
 
@@ -183,15 +188,16 @@ class MemoryQueue:
         self.ack_many([message])
 
     def ack_many(self, messages: Sequence[Message]) -> None:
-        """Delete several received messages (each as :meth:`ack`) under one lock."""
+        """Delete several received messages (each as :meth:`ack`), 100 per hold of the lock."""
         for message in messages:
             check_handle(message, _Handle, "memory queue")
-        with self._state.cond:
-            for message in messages:
-                entry = self._current(message, "ack")
-                if entry is not None:
-                    del self._state.leased[entry.id]
-                    del self._state.entries[entry.id]
+        for chunk in _common.chunks(messages, MAX_BATCH):
+            with self._state.cond:
+                for message in chunk:
+                    entry = self._current(message, "ack")
+                    if entry is not None:
+                        del self._state.leased[entry.id]
+                        del self._state.entries[entry.id]
 
     def release(self, message: Message) -> None:
         """Make a received message visible again at once."""
@@ -206,11 +212,24 @@ class MemoryQueue:
 
     def extend(self, message: Message, lease_seconds: float) -> None:
         """Set the message's lease to end ``lease_seconds`` from now."""
+        self.extend_many([message], lease_seconds)
+
+    def extend_many(self, messages: Sequence[Message], lease_seconds: float) -> list[Message]:
+        """Set several leases to end ``lease_seconds`` from now; return those already lost."""
         check_seconds("lease_seconds", lease_seconds)
-        with self._state.cond:
-            entry = self._current(message, "extend")
-            if entry is not None:
-                entry.lease_until = time.monotonic() + lease_seconds
+        for message in messages:
+            check_handle(message, _Handle, "memory queue")
+        lost: list[Message] = []
+        for chunk in _common.chunks(messages, MAX_BATCH):
+            with self._state.cond:
+                until = self._clock() + lease_seconds
+                for message in chunk:
+                    entry = self._current(message, "extend")
+                    if entry is None:
+                        lost.append(message)
+                    else:
+                        entry.lease_until = until
+        return lost
 
     def send(self, body: str) -> None:
         """Enqueue one message."""
@@ -232,7 +251,7 @@ class MemoryQueue:
     def counts(self) -> QueueCounts:
         """Return exact visible and in-flight counts."""
         with self._state.cond:
-            self._state.reclaim(time.monotonic())
+            self._state.reclaim(self._clock())
             return QueueCounts(visible=len(self._state.visible), in_flight=len(self._state.leased))
 
     def purge(self) -> None:

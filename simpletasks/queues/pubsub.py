@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-import math
 import threading
 import time
 from collections import OrderedDict
@@ -43,15 +42,15 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 
-from simpletasks.errors import ConfigError, SimpleTasksError
-from simpletasks.queues import Message, QueueCounts, _checks
+from simpletasks.errors import BatchError, ConfigError
+from simpletasks.queues import Message, QueueCapabilities, QueueCounts, _checks, _common
 from simpletasks.queues import _pubsub_admin as admin
 from simpletasks.queues._pubsub_admin import ADMIN_TIMEOUT_SECONDS, make_client, parse_url
 
 logger = logging.getLogger(__name__)
 
 MAX_LEASE_SECONDS = 600  # longest ack deadline one ModifyAckDeadline call may set
-MAX_PULL = 1000  # messages per pull we ask for
+MAX_PULL = 1000  # messages per pull we ask for: our max_batch
 ACK_CHUNK = 500  # ack ids per Acknowledge/ModifyAckDeadline request (512 KB request limit)
 QUICK_PULL_SECONDS = 0.3  # deadline of the one pull of receive(wait_seconds=0)
 EMPTY_PULL_PAUSE = 0.1  # pause after an early empty pull, before pulling again
@@ -60,16 +59,13 @@ TRACKED_ATTEMPTS = 100_000  # messages whose attempts we count ourselves, most r
 DEAD_LETTER_ATTEMPTS = 100
 
 
-class PublishError(SimpleTasksError):
+class PublishError(BatchError):
     """Some messages of a ``send``/``send_batch`` were not published; the others were.
 
     Attributes:
-        failures: ``(index in the argument, error text)`` per message not published.
+        failures: ``(index in the argument, error type, error text)`` per message not
+            published (see :class:`~simpletasks.errors.BatchError`).
     """
-
-    def __init__(self, message: str, failures: list[tuple[int, str]]) -> None:
-        super().__init__(message)
-        self.failures = failures
 
 
 @dataclass(frozen=True)
@@ -100,9 +96,6 @@ class PubSubQueue:
         ConfigError: If the subscription does not exist (and ``create`` is false), is not
             attached to ``topic``, or no credentials are found.
     """
-
-    #: Longest lease ``receive``/``extend`` accept.
-    max_lease_seconds: int = MAX_LEASE_SECONDS
 
     def __init__(
         self,
@@ -149,12 +142,20 @@ class PubSubQueue:
         self.ack_deadline_seconds: int = info.ack_deadline_seconds
         #: Whether Pub/Sub counts delivery attempts (the subscription has a dead-letter policy).
         self.counts_attempts = bool(info.dead_letter_policy.dead_letter_topic)
-        #: Largest body in UTF-8 bytes that fits in one publish request.
-        self.max_body_bytes = admin.PUBLISH_REQUEST_BYTES - len(self.topic_path) - 16
+        #: Pulls of up to 1000, leases up to 600 s, a body must fit in one publish request;
+        #: no counts.
+        self.capabilities = QueueCapabilities(
+            max_batch=MAX_PULL,
+            max_lease_seconds=MAX_LEASE_SECONDS,
+            max_body_bytes=admin.PUBLISH_REQUEST_BYTES - len(self.topic_path) - 16,
+            counts=False,
+        )
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> PubSubQueue:
+    def from_url(cls, url: str, *, create: bool = False, **kwargs: Any) -> PubSubQueue:
         """Open ``pubsub://PROJECT/SUBSCRIPTION`` or the long form; ``kwargs`` as the class's.
+
+        With ``create``, the topic and the subscription are created if missing.
 
         Raises:
             ConfigError: If the URL has neither form, or as the constructor.
@@ -162,7 +163,8 @@ class PubSubQueue:
         project, subscription, topic = parse_url(url)
         if topic and kwargs.get("topic", topic) != topic:
             raise ConfigError(f"topic={kwargs['topic']!r} contradicts the URL {url!r}")
-        queue = cls(project, subscription, **{**kwargs, "topic": topic or kwargs.get("topic")})
+        kwargs["topic"] = topic or kwargs.get("topic")
+        queue = cls(project, subscription, create=create, **kwargs)
         queue.url = url
         return queue
 
@@ -179,13 +181,12 @@ class PubSubQueue:
         _checks.check_receive_args(max_messages, wait_seconds, lease_seconds)
         lease = _lease(lease_seconds)
         deadline = time.monotonic() + wait_seconds
-        while True:
-            remaining = deadline - time.monotonic()
-            received = self._pull(min(max_messages, MAX_PULL), max(remaining, QUICK_PULL_SECONDS))
-            remaining = deadline - time.monotonic()
-            if received or remaining <= 0:
-                break
-            time.sleep(min(EMPTY_PULL_PAUSE, remaining))
+
+        def pull() -> list[Any]:
+            timeout = max(deadline - time.monotonic(), QUICK_PULL_SECONDS)
+            return self._pull(min(max_messages, MAX_PULL), timeout)
+
+        received = _common.poll(pull, wait_seconds, pause=EMPTY_PULL_PAUSE)
         if received and lease != self.ack_deadline_seconds:
             self._modify([r.ack_id for r in received], lease)
         return [self._message(r) for r in received]
@@ -234,27 +235,64 @@ class PubSubQueue:
         return handle.ack_id
 
     def _modify(self, ack_ids: list[str], seconds: int) -> None:
-        for i in range(0, len(ack_ids), ACK_CHUNK):
-            self._subscriber.modify_ack_deadline(
-                subscription=self.subscription_path,
-                ack_ids=ack_ids[i : i + ACK_CHUNK],
-                ack_deadline_seconds=seconds,
-            )
+        self._in_chunks("modify", ack_ids, seconds)
+
+    def _in_chunks(self, action: str, ack_ids: list[str], seconds: int = 0) -> None:
+        """Acknowledge or modify ``ack_ids`` in requests of at most :data:`ACK_CHUNK`.
+
+        Every chunk is tried; a chunk that fails is reported by index in one BatchError.
+        """
+        failures: list[tuple[int, str, str]] = []
+        size = min(ACK_CHUNK, self.capabilities.max_batch)
+        for start in range(0, len(ack_ids), size):
+            chunk = ack_ids[start : start + size]
+            try:
+                if action == "ack":
+                    self._subscriber.acknowledge(subscription=self.subscription_path, ack_ids=chunk)
+                else:
+                    self._subscriber.modify_ack_deadline(
+                        subscription=self.subscription_path,
+                        ack_ids=chunk,
+                        ack_deadline_seconds=seconds,
+                    )
+            except gexc.GoogleAPICallError as exc:
+                if len(ack_ids) <= size:  # one request: its own error says it best
+                    raise
+                failures += [(start + i, type(exc).__name__, str(exc)) for i in range(len(chunk))]
+        verb = "acknowledged in" if action == "ack" else "modified in"
+        _common.raise_failures(self.url, verb, failures, len(ack_ids))
 
     def ack(self, message: Message) -> None:
         """Acknowledge (delete) a received message."""
         self.ack_many([message])
 
     def ack_many(self, messages: Sequence[Message]) -> None:
-        """Acknowledge several received messages, up to 500 per request."""
+        """Acknowledge several received messages, up to 500 per request.
+
+        Raises:
+            BatchError: If some requests of a large batch failed (the others went through).
+        """
         ack_ids = [self._ack_id(message) for message in messages]
-        for i in range(0, len(ack_ids), ACK_CHUNK):
-            self._subscriber.acknowledge(
-                subscription=self.subscription_path, ack_ids=ack_ids[i : i + ACK_CHUNK]
-            )
-        with self._lock:
-            for message in messages:
-                self._attempts.pop(message.id, None)
+        try:
+            self._in_chunks("ack", ack_ids)
+        finally:
+            with self._lock:
+                for message in messages:
+                    self._attempts.pop(message.id, None)
+
+    def extend_many(self, messages: Sequence[Message], lease_seconds: float) -> list[Message]:
+        """Set several ack deadlines with ``ModifyAckDeadline``, up to 500 ack ids per request.
+
+        Pub/Sub silently ignores ack ids of earlier deliveries, so no lost lease is reported:
+        the returned list is always empty.
+
+        Raises:
+            BatchError: If some requests of a large batch failed (the others went through).
+        """
+        _checks.check_seconds("lease_seconds", lease_seconds)
+        lease = _lease(lease_seconds)
+        self._modify([self._ack_id(message) for message in messages], lease)
+        return []
 
     def release(self, message: Message) -> None:
         """Make a received message deliverable again at once (ack deadline 0)."""
@@ -290,39 +328,30 @@ class PubSubQueue:
         self._publish([self._check_size(body, f"bodies[{i}]") for i, body in enumerate(checked)])
 
     def _check_size(self, body: str, what: str) -> bytes:
-        data = body.encode("utf-8")
-        if len(data) > self.max_body_bytes:
-            raise ValueError(
-                f"{what} is {len(data)} bytes of UTF-8; a Pub/Sub message to {self.topic_path} "
-                f"holds at most {self.max_body_bytes} bytes (store large data in a bucket and "
-                "send its key)"
-            )
-        return data
+        where = f"a Pub/Sub message to {self.topic_path}"
+        return _common.check_size(body, self.capabilities.max_body_bytes, what, where)
 
     def _publish(self, payloads: list[bytes]) -> None:
         if self.topic_path == admin.DELETED_TOPIC:
             raise ConfigError(f"the topic of {self.subscription_path} was deleted: cannot send")
         pending: dict[int, Any] = {}
-        failures: list[tuple[int, str]] = []
+        failures: list[tuple[int, str, str]] = []
         for i, data in enumerate(payloads):
             try:
                 pending[i] = self._publisher.publish(self.topic_path, data)
             except Exception as exc:  # e.g. a stopped publisher: report it with the others
-                failures.append((i, f"{type(exc).__name__}: {exc}"))
+                failures.append((i, type(exc).__name__, str(exc)))
         concurrent.futures.wait(pending.values(), timeout=PUBLISH_TIMEOUT_SECONDS)
         for i, future in pending.items():
             if not future.done():
-                failures.append((i, f"not confirmed within {PUBLISH_TIMEOUT_SECONDS:.0f} s"))
+                timeout = f"not confirmed within {PUBLISH_TIMEOUT_SECONDS:.0f} s"
+                failures.append((i, "Timeout", timeout))
             elif (error := future.exception()) is not None:
-                failures.append((i, f"{type(error).__name__}: {error}"))
-        if failures:
-            failures.sort()
-            detail = "; ".join(f"[{i}]: {text}" for i, text in failures[:10])
-            raise PublishError(
-                f"{len(failures)} of {len(payloads)} messages were not published to "
-                f"{self.topic_path} (the others were): {detail}",
-                failures,
-            )
+                failures.append((i, type(error).__name__, str(error)))
+        try:
+            _common.raise_failures(self.topic_path, "published to", failures, len(payloads))
+        except BatchError as exc:
+            raise PublishError(str(exc), exc.failures) from None
 
     # inspecting
 
@@ -368,10 +397,4 @@ class PubSubQueue:
 
 
 def _lease(lease_seconds: float) -> int:
-    lease = math.ceil(lease_seconds)
-    if lease > MAX_LEASE_SECONDS:
-        raise ValueError(
-            f"lease_seconds must be at most {MAX_LEASE_SECONDS} (10 min) on Pub/Sub, got "
-            f"{lease_seconds} (the daemon's heartbeat renews shorter leases as often as needed)"
-        )
-    return lease
+    return _common.whole_seconds(lease_seconds, MAX_LEASE_SECONDS, "Pub/Sub")

@@ -23,8 +23,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from simpletasks import aws
-from simpletasks.errors import ConfigError, SimpleTasksError
-from simpletasks.queues import Message, QueueCounts, _checks
+from simpletasks.errors import BatchError, ConfigError
+from simpletasks.queues import Message, QueueCapabilities, QueueCounts, _checks, _common
 
 logger = logging.getLogger(__name__)
 
@@ -36,16 +36,7 @@ BATCH_RETRIES = 3  # extra attempts for batch entries that failed on the server'
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 
 
-class BatchError(SimpleTasksError):
-    """Some entries of a ``send_batch``/``ack_many`` failed; every other entry succeeded.
-
-    Attributes:
-        failures: ``(index in the argument, error code, error message)`` per failed entry.
-    """
-
-    def __init__(self, message: str, failures: list[tuple[int, str, str]]) -> None:
-        super().__init__(message)
-        self.failures = failures
+__all__ = ["BatchError", "SQSQueue", "create_queue", "make_client"]  # BatchError: the shared one
 
 
 @dataclass(frozen=True)
@@ -87,8 +78,6 @@ class SQSQueue:
             exist and ``create`` is false.
     """
 
-    max_lease_seconds: int = MAX_LEASE_SECONDS
-
     def __init__(
         self,
         name: str,
@@ -111,8 +100,13 @@ class SQSQueue:
         except BaseException:
             self.close()
             raise
-        #: Largest body in UTF-8 bytes the queue accepts (its ``MaximumMessageSize``).
-        self.max_body_bytes = int(attrs["MaximumMessageSize"])
+        #: Batches of 10, leases up to 12 h, bodies up to the queue's ``MaximumMessageSize``.
+        self.capabilities = QueueCapabilities(
+            max_batch=MAX_BATCH,
+            max_lease_seconds=MAX_LEASE_SECONDS,
+            max_body_bytes=int(attrs["MaximumMessageSize"]),
+            counts=True,
+        )
 
     def _resolve(self, create: bool, attributes: dict[str, str]) -> str:
         client = self._client
@@ -128,8 +122,8 @@ class SQSQueue:
             ) from None
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> SQSQueue:
-        """Open ``sqs://queue-name``; ``kwargs`` are the constructor's (``client=``...).
+    def from_url(cls, url: str, *, create: bool = False, **kwargs: Any) -> SQSQueue:
+        """Open ``sqs://queue-name``; ``create`` and ``kwargs`` as the constructor's.
 
         Raises:
             ConfigError: If the URL is not ``sqs://queue-name``, or as the constructor.
@@ -141,7 +135,7 @@ class SQSQueue:
             raise ConfigError(
                 f"SQS queue URL {url!r} must be sqs://queue-name, with nothing after the name"
             )
-        return cls(name, **kwargs)
+        return cls(name, create=create, **kwargs)
 
     # receiving and settling
 
@@ -221,15 +215,40 @@ class SQSQueue:
             BatchError: If some could not be deleted for another reason than a lost lease
                 (those are logged and ignored, as in :meth:`ack`).
         """
-        receipts = [self._receipt(message) for message in messages]
-        entries = [{"ReceiptHandle": receipt} for receipt in receipts]
-        failures = []
-        for failed in self._batches(self._client.delete_message_batch, entries):
+        self._settle_many("ack", messages, self._client.delete_message_batch, {})
+
+    def extend_many(self, messages: Sequence[Message], lease_seconds: float) -> list[Message]:
+        """Set several visibility timeouts with ``ChangeMessageVisibilityBatch``, 10 per request.
+
+        Returns:
+            The messages whose lease was already lost (logged; not extended).
+
+        Raises:
+            BatchError: If some could not be extended for another reason.
+        """
+        _checks.check_seconds("lease_seconds", lease_seconds)
+        extra = {"VisibilityTimeout": _lease(lease_seconds)}
+        call = self._client.change_message_visibility_batch
+        return self._settle_many("extend", messages, call, extra)
+
+    def _settle_many(
+        self,
+        action: str,
+        messages: Sequence[Message],
+        call: Callable[..., Any],
+        extra: dict[str, Any],
+    ) -> list[Message]:
+        entries = [{"ReceiptHandle": self._receipt(message), **extra} for message in messages]
+        failures, lost = [], []
+        for failed in self._batches(call, entries):
             if self._lease_lost(failed):
-                self._log_lost("ack", messages[int(failed["Id"])], failed)
+                lost.append(int(failed["Id"]))
+                self._log_lost(action, messages[lost[-1]], failed)
             else:
                 failures.append(failed)
-        self._raise_failures("deleted from", failures, len(receipts))
+        verb = "deleted from" if action == "ack" else "extended in"
+        self._raise_failures(verb, failures, len(entries))
+        return [messages[i] for i in sorted(lost)]
 
     def release(self, message: Message) -> None:
         """Make a received message visible again at once (visibility timeout 0)."""
@@ -243,14 +262,8 @@ class SQSQueue:
     # sending
 
     def _check_size(self, body: str, what: str) -> int:
-        size = len(body.encode("utf-8"))
-        if size > self.max_body_bytes:
-            raise ValueError(
-                f"{what} is {size} bytes of UTF-8; SQS queue {self.name!r} accepts at most "
-                f"{self.max_body_bytes} bytes per message (store large data in a bucket and "
-                "send its key)"
-            )
-        return size
+        limit = self.capabilities.max_body_bytes
+        return len(_common.check_size(body, limit, what, f"SQS queue {self.name!r}"))
 
     def send(self, body: str) -> None:
         """Enqueue one message.
@@ -279,19 +292,13 @@ class SQSQueue:
         self._raise_failures("sent to", failures, len(checked))
 
     def _raise_failures(self, verb: str, failed: list[dict[str, Any]], total: int) -> None:
-        failures = sorted((int(f["Id"]), str(f.get("Code")), str(f.get("Message"))) for f in failed)
-        if failures:
-            detail = "; ".join(f"[{i}]: {code} {msg}" for i, code, msg in failures[:10])
-            raise BatchError(
-                f"{len(failures)} of {total} messages were not {verb} {self.url} (the others "
-                f"were): {detail}",
-                failures,
-            )
+        failures = [(int(f["Id"]), str(f.get("Code")), str(f.get("Message"))) for f in failed]
+        _common.raise_failures(self.url, verb, failures, total)
 
     def _batches(
         self,
         call: Callable[..., Any],
-        entries: list[dict[str, str]],
+        entries: list[dict[str, Any]],
         sizes: list[int] | None = None,
     ) -> list[dict[str, Any]]:
         """Make batch requests of at most 10 entries and max_body_bytes (by ``sizes``).
@@ -299,11 +306,12 @@ class SQSQueue:
         The entries' Ids are their indexes. Returns the ``Failed`` items of those that failed.
         """
         failed: list[dict[str, Any]] = []
-        chunk: list[dict[str, str]] = []
+        chunk: list[dict[str, Any]] = []
         total = 0
+        limit = self.capabilities.max_body_bytes or 0
         for i, entry in enumerate(entries):
             size = sizes[i] if sizes else 0
-            if chunk and (len(chunk) == MAX_BATCH or total + size > self.max_body_bytes):
+            if chunk and (len(chunk) == MAX_BATCH or total + size > limit):
                 failed += self._batch(call, chunk)
                 chunk, total = [], 0
             chunk.append({"Id": str(i), **entry})
@@ -311,7 +319,7 @@ class SQSQueue:
         return failed + (self._batch(call, chunk) if chunk else [])
 
     def _batch(
-        self, call: Callable[..., Any], entries: list[dict[str, str]]
+        self, call: Callable[..., Any], entries: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
         """Make one batch request, retrying entries that failed on the server's side."""
         final: list[dict[str, Any]] = []
@@ -380,9 +388,4 @@ def create_queue(name: str, **kwargs: Any) -> SQSQueue:
 
 
 def _lease(lease_seconds: float) -> int:
-    lease = math.ceil(lease_seconds)
-    if lease > MAX_LEASE_SECONDS:
-        raise ValueError(
-            f"lease_seconds must be at most {MAX_LEASE_SECONDS} (12 h) on SQS, got {lease_seconds}"
-        )
-    return lease
+    return _common.whole_seconds(lease_seconds, MAX_LEASE_SECONDS, "SQS")

@@ -43,7 +43,9 @@ class Target:
     def open(self, prefix: str | None = None) -> BucketService:
         prefix = self.prefix if prefix is None else prefix
         url = f"{self.root_url}/{prefix}" if prefix else self.root_url
-        return open_bucket(url, **self.kwargs)
+        # A file bucket's prefix is a directory of its own: it must exist like the root.
+        create = bool(prefix) and url.startswith("file://")
+        return open_bucket(url, create=create, **self.kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +74,8 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
         yield Target(f"mem://{_unique('test')}")
         MemoryBucket.reset_all()
     elif kind == "file":
-        yield Target(f"file://{(tmp_path / 'bucket').as_posix()}")
+        (tmp_path / "bucket dir").mkdir()
+        yield Target((tmp_path / "bucket dir").as_uri())
     elif kind.startswith("gs"):
         gcs = request.getfixturevalue("gcs_client")
         name = _unique("test")
@@ -352,9 +355,10 @@ def test_memory_buckets_with_same_name_share_objects() -> None:
         ("mem://", {}, "has no name"),
         ("mem://x/../y", {}, "'..' component"),
         ("mem://x", {"client": object()}, r"memory bucket takes no options, got \['client'\]"),
-        ("file://relative/dir", {}, "must be file:///absolute/path"),
-        ("file://", {}, "must be file:///absolute/path"),
-        ("file:///tmp/x", {"create": True}, r"file bucket takes no options, got \['create'\]"),
+        ("file://relative/dir", {}, "'relative' would be a host name. Use file:///absolute/path"),
+        ("file://", {}, "has no absolute path"),
+        ("file:///tmp/x", {"client": 1}, r"file bucket takes no options, got \['client'\]"),
+        ("file:///no/such/dir", {}, "file bucket directory '/no/such/dir' does not exist"),
         ("s3://", {}, "has no bucket name"),
         ("s3:///prefix", {}, "has no bucket name"),
         ("s3://b/../x", {}, "unsafe prefix"),
@@ -366,6 +370,32 @@ def test_malformed_urls_give_specific_errors(
 ) -> None:
     with pytest.raises((ConfigError, InvalidKey), match=message):
         open_bucket(url, **kwargs)
+
+
+def test_file_queue_and_file_bucket_read_a_url_the_same_way(tmp_path: Path) -> None:
+    from simpletasks.queues import open_queue
+
+    url = (tmp_path / "dir x é").as_uri()  # file:///.../dir%20x%20%C3%A9
+    with pytest.raises(ConfigError, match="does not exist"):
+        open_bucket(url)
+    bucket = open_bucket(url, create=True)
+    queue = open_queue(url, create=True)
+    assert isinstance(bucket, FileBucket)
+    assert bucket.root == queue.directory == tmp_path / "dir x é"  # type: ignore[attr-defined]
+    assert bucket.url == queue.url == url
+    assert sorted(os.listdir(tmp_path)) == ["dir x é"]
+
+
+def test_file_bucket_create_makes_the_directory_and_nothing_else_does(tmp_path: Path) -> None:
+    url = (tmp_path / "a" / "b").as_uri()
+    with pytest.raises(ConfigError, match=r"create it with `simpletasks create file:///"):
+        open_bucket(url)
+    assert not (tmp_path / "a").exists()
+    open_bucket(url, create=True).upload_fileobj(io.BytesIO(b"1"), "k")
+    assert open_bucket(url).exists("k")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="it is not a directory"):
+        open_bucket((tmp_path / "file").as_uri(), create=True)
 
 
 def test_backend_from_url_rejects_other_schemes() -> None:
@@ -388,7 +418,7 @@ def test_file_bucket_ignores_temp_files_and_leaves_none(tmp_path: Path) -> None:
 
 
 def test_file_bucket_stores_keys_as_files_and_prunes_empty_dirs(tmp_path: Path) -> None:
-    bucket = open_bucket(f"file://{tmp_path.as_posix()}/root")
+    bucket = open_bucket(f"file://{tmp_path.as_posix()}/root", create=True)
     bucket.upload_fileobj(io.BytesIO(b"1"), "a/b/c")
     assert (tmp_path / "root" / "a" / "b" / "c").read_bytes() == b"1"
     bucket.delete("a/b/c")
@@ -414,7 +444,7 @@ def test_file_bucket_failed_copy_leaves_no_partial_file(
 ) -> None:
     import simpletasks.buckets.file as file_module
 
-    bucket = open_bucket(f"file://{tmp_path.as_posix()}/root")
+    bucket = open_bucket(f"file://{tmp_path.as_posix()}/root", create=True)
     bucket.upload_fileobj(io.BytesIO(b"x" * 5000), "k")
 
     def half_then_fail(src: Any, dst: Any) -> int:

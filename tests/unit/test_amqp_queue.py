@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pika
 import pytest
@@ -39,7 +40,8 @@ def opened(rabbitmq_url: str) -> Iterator[Callable[..., AMQPQueue]]:
     """Open queues by name (``base=`` for another base URL); close and delete them afterwards."""
     queues: list[AMQPQueue] = []
 
-    def open_(name: str, base: str = rabbitmq_url, **kwargs: object) -> AMQPQueue:
+    def open_(name: str, base: str = rabbitmq_url, **kwargs: Any) -> AMQPQueue:
+        kwargs.setdefault("create", True)
         queue = AMQPQueue.from_url(f"{base}?queue={name}", **kwargs)
         queues.append(queue)
         return queue
@@ -133,7 +135,7 @@ def test_open_queue_picks_the_amqp_backend(opened: Callable[..., AMQPQueue], nam
 
 def test_url_and_repr_mask_the_password(rabbitmq_url: str, name: str) -> None:
     url = rabbitmq_url.replace("amqp://", "amqp://guest:guest@") + f"?queue={name}"
-    queue = AMQPQueue.from_url(url)
+    queue = AMQPQueue.from_url(url, create=True)
     try:
         assert queue.url == rabbitmq_url.replace("amqp://", "amqp://guest:***@") + f"?queue={name}"
         assert "guest:guest" not in repr(queue)
@@ -145,12 +147,16 @@ def test_url_and_repr_mask_the_password(rabbitmq_url: str, name: str) -> None:
 # opening
 
 
-def test_missing_queue_without_create_says_so(opened: Callable[..., AMQPQueue], name: str) -> None:
+def test_missing_queue_without_create_says_so(
+    opened: Callable[..., AMQPQueue], name: str, rabbitmq_url: str
+) -> None:
     with pytest.raises(
         ConfigError, match=rf"queue '{name}' does not exist at amqp://.*pass create"
     ):
         opened(name, create=False)
-    opened(name)  # create=True (the default) declares it
+    with pytest.raises(ConfigError, match="does not exist"):
+        open_queue(f"{rabbitmq_url}?queue={name}")  # create=False is the default
+    opened(name)  # create=True declares it
     assert opened(name, create=False).counts() == QueueCounts(visible=0, in_flight=0)
 
 
@@ -337,7 +343,7 @@ def test_messages_held_on_a_lost_connection_come_back(
     with caplog.at_level(logging.WARNING):
         remote.ack(held)  # its lease went with the connection: ignored, not raised
         remote.extend(held, 10)
-    assert f"ack of {held.id} ignored" in caplog.text
+    assert f"ack of message {held.id} ignored" in caplog.text
     remote.send("after the cut")  # reconnects through the proxy
     direct.ack(back)
     assert receive_one(direct).body == "after the cut"
@@ -416,7 +422,7 @@ def test_daemon_runs_tasks_from_rabbitmq(
     opened: Callable[..., AMQPQueue], name: str, tmp_path: Path
 ) -> None:
     tasks, errors, done = opened(name), opened(f"{name}-errors"), opened(f"{name}-done")
-    bucket = open_bucket((tmp_path / "bucket").as_uri())
+    bucket = open_bucket((tmp_path / "bucket").as_uri(), create=True)
     job = make_example_job(bucket, n_files=4)
     failing = TaskMessage(
         BasicInfo(99, "FAIL", "d"), {"phase": "execute", "log": str(tmp_path / "log"), "times": 1}

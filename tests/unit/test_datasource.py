@@ -95,7 +95,7 @@ def mem(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BucketServic
     if request.param == "mem":
         yield open_bucket("mem://datasource-test")
     else:
-        yield open_bucket(f"file://{tmp_path / 'bucket'}")
+        yield open_bucket(f"file://{tmp_path / 'bucket'}", create=True)
     MemoryBucket.reset_all()
 
 
@@ -370,7 +370,9 @@ def _fetch_in_process(
                 check(key, session.get(key))
 
     try:
-        bucket = CountingBucket(open_bucket(f"file://{bucket_dir}"), Path(log), stream=True)
+        bucket = CountingBucket(
+            open_bucket(f"file://{bucket_dir}", create=True), Path(log), stream=True
+        )
         cache = FileSystemCache(cache_dir, max_bytes=max_bytes)
         ds = BucketCacheDatasource(bucket, cache, max_workers=4)
         rng = random.Random(seed)

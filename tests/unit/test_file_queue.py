@@ -102,7 +102,10 @@ def test_another_object_on_the_same_directory_can_settle_a_message(tmp_path: Pat
 
 
 def test_a_message_from_another_directory_is_rejected(tmp_path: Path) -> None:
-    one, two = FileQueue(tmp_path / "one"), FileQueue(tmp_path / "two")
+    one, two = (
+        FileQueue(create=True, directory=tmp_path / "one"),
+        FileQueue(create=True, directory=tmp_path / "two"),
+    )
     one.send("x")
     [message] = one.receive()
     with pytest.raises(ValueError, match=r"was received from file:///.*/one, not from file:///"):
@@ -110,7 +113,7 @@ def test_a_message_from_another_directory_is_rejected(tmp_path: Path) -> None:
 
 
 def test_layout_on_disk(tmp_path: Path) -> None:
-    queue = FileQueue(tmp_path / "a" / "b")
+    queue = FileQueue(create=True, directory=tmp_path / "a" / "b")
     assert sorted(os.listdir(tmp_path / "a" / "b")) == ["leased", "queue", "tmp"]
     queue.send("x")
     [name] = os.listdir(tmp_path / "a" / "b" / "queue")
@@ -122,11 +125,12 @@ def test_layout_on_disk(tmp_path: Path) -> None:
 
 
 def test_an_expired_lease_counts_as_visible(tmp_path: Path) -> None:
-    queue = FileQueue(tmp_path)
+    now = [time.time()]
+    queue = FileQueue(tmp_path, clock=lambda: now[0])
     queue.send_batch(["a", "b"])
-    queue.receive(lease_seconds=0.1)
+    queue.receive(lease_seconds=10)
     queue.receive(lease_seconds=60)
-    time.sleep(0.2)
+    now[0] += 10
     assert queue.counts() == QueueCounts(visible=1, in_flight=1)
 
 
@@ -148,15 +152,27 @@ def test_foreign_and_corrupt_files_are_skipped(
 
 def test_a_url_with_escapes_names_the_directory(tmp_path: Path) -> None:
     directory = tmp_path / "my queue é"
-    queue = open_queue(directory.as_uri())
+    queue = open_queue(directory.as_uri(), create=True)
     queue.send("x")
     assert queue.url == directory.as_uri()
     assert len(os.listdir(directory / "queue")) == 1
 
 
-def test_opening_creates_missing_directories(tmp_path: Path) -> None:
-    FileQueue.from_url((tmp_path / "later").as_uri())
+def test_opening_a_missing_directory_says_how_to_create_it(tmp_path: Path) -> None:
+    url = (tmp_path / "later").as_uri()
+    with pytest.raises(ConfigError, match=r"file queue directory '.*later' does not exist") as info:
+        open_queue(url)
+    assert f"create it with `simpletasks create {url}` or pass create=True" in str(info.value)
+    assert not (tmp_path / "later").exists()  # nothing was created by the failed open
+    open_queue(url, create=True).send("x")
     assert (tmp_path / "later" / "queue").is_dir()
+    assert open_queue(url).counts() == QueueCounts(visible=1, in_flight=0)
+
+
+def test_an_existing_empty_directory_is_a_queue(tmp_path: Path) -> None:
+    (tmp_path / "made").mkdir()
+    open_queue((tmp_path / "made").as_uri()).send("x")
+    assert sorted(os.listdir(tmp_path / "made")) == ["leased", "queue", "tmp"]
 
 
 @pytest.mark.parametrize(
@@ -164,9 +180,10 @@ def test_opening_creates_missing_directories(tmp_path: Path) -> None:
     [
         (
             "file://relative/dir",
-            r"names host 'relative'; use three slashes .* file:///relative/dir",
+            r"is not absolute: 'relative' would be a host name. Use file:///absolute/path",
         ),
-        ("file://localhost/srv/q", "names host 'localhost'"),
+        ("file://fq/tasks", r"three slashes, e.g. file:///srv/fq/tasks \(relative paths are"),
+        ("file://localhost/srv/q", "'localhost' would be a host name"),
         ("file:///srv/q?lease=3", "must not have a query or fragment"),
         ("file:///srv/q#x", "must not have a query or fragment"),
         ("file://", "has no absolute path"),
@@ -185,8 +202,8 @@ def test_a_relative_directory_is_rejected() -> None:
 
 def test_a_file_in_the_way_is_reported(tmp_path: Path) -> None:
     (tmp_path / "taken").write_text("")
-    with pytest.raises(ConfigError, match=r"cannot use '.*taken' as a file queue"):
-        FileQueue(tmp_path / "taken")
+    with pytest.raises(ConfigError, match=r"cannot use '.*taken' as a file queue: it is not a dir"):
+        FileQueue(create=True, directory=tmp_path / "taken")
 
 
 def test_a_bad_poll_interval_is_rejected(tmp_path: Path) -> None:

@@ -324,8 +324,9 @@ def test_send_batch_reports_every_body_it_could_not_publish(
     queue = PubSubQueue(pubsub_emulator.project, name, subscriber=clients[0], publisher=flaky)
     with pytest.raises(PublishError, match=r"2 of 8 messages were not published to") as info:
         queue.send_batch([f"b{i}" for i in range(8)])
-    error = "ServiceUnavailable: 503 try again"
-    assert info.value.failures == [(2, error), (5, error)]
+    error = ("ServiceUnavailable", "503 try again")
+    assert info.value.failures == [(2, *error), (5, *error)]
+    assert info.value.failed_indexes == [2, 5]
     got: list[Message] = []
     while batch := queue.receive(10, wait_seconds=1):
         got += batch
@@ -348,7 +349,7 @@ def test_bodies_larger_than_a_publish_request_are_rejected(
     pubsub_emulator: PubSubEmulator, opened: list[PubSubQueue]
 ) -> None:
     queue = make(pubsub_emulator, opened)
-    too_big = queue.max_body_bytes + 1
+    too_big = queue.capabilities.max_body_bytes + 1
     with pytest.raises(ValueError, match=rf"bodies\[1\] is {too_big} bytes of UTF-8; a Pub/Sub"):
         queue.send_batch(["fine", "x" * too_big])
     assert queue.receive(wait_seconds=0.5) == []
@@ -458,7 +459,7 @@ def test_daemon_runs_the_noop_job_on_pubsub_until_drained(
     pubsub_emulator: PubSubEmulator, opened: list[PubSubQueue], tmp_path: Path
 ) -> None:
     tasks_q, errors_q, done_q = (make(pubsub_emulator, opened) for _ in range(3))
-    bucket = open_bucket((tmp_path / "bucket").as_uri())
+    bucket = open_bucket((tmp_path / "bucket").as_uri(), create=True)
     job = make_example_job(bucket)
     schedule(tasks_q, job)
     registry = TaskRegistry()
