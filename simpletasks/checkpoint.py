@@ -43,7 +43,12 @@ class Checkpoints:
 
     def __init__(self, bucket: Any, body: str) -> None:
         self.bucket = bucket
-        self.key = checkpoint_key(body)
+        self.body = body
+
+    @property
+    def key(self) -> str:
+        """The bucket key (computed when first needed: most tasks never checkpoint)."""
+        return checkpoint_key(self.body)
 
     def _need_bucket(self) -> Any:
         if self.bucket is None:

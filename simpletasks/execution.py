@@ -283,6 +283,11 @@ class MessageRunner:
         return result
 
     def _phase(self, task: DaemonTask, message: Message, phase: str, call: Any) -> Any:
+        if not self.middleware:  # the hot path: nobody is timing phases
+            try:
+                return call()
+            except Exception as exc:
+                raise _PhaseError(phase, exc) from exc
         self.middleware.emit("before_phase", task, message, phase)
         started = time.monotonic()
         try:

@@ -84,7 +84,7 @@ class LeaseKeeper:
             if held is None or held.state is not State.BUFFERED:
                 return None
             held.state = State.RUNNING
-            self.changed.notify_all()
+            self.changed.notify_all()  # an ordered queue's loop waits for an empty buffer
             return held.cancel
 
     def is_running(self, message: Message) -> bool:

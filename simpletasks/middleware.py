@@ -91,6 +91,9 @@ class MiddlewareChain:
     def __init__(self, middleware: Sequence[Middleware] = ()) -> None:
         self.middleware = list(middleware)
 
+    def __bool__(self) -> bool:
+        return bool(self.middleware)
+
     def emit(self, event: str, *args: Any) -> None:
         """Call ``event`` on every middleware (see the module docstring for the order)."""
         if not self.middleware:
