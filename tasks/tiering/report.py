@@ -107,7 +107,7 @@ def plot_histograms(
     ax_f.hist(values, bins=bins, color="#4878a8")
     ax_f.set_xlabel(feature.upper() if feature == "plls" else feature)
     ax_f.set_ylabel("images")
-    ax_f.set_title(f"{feature} ({len(values)} images)")
+    ax_f.set_title(f"{ax_f.get_xlabel()} ({len(values)} images)")
     ax_s.hist(scores, bins=bins, range=(0, 1), color="#6a9f58")
     ax_s.set_xlabel("interestingness score")
     ax_s.set_title("score, with tier boundaries")
