@@ -47,7 +47,7 @@ def _add_pipeline_commands() -> None:
     """Add the commands of the pipeline modules (``cli/edge.py``, ``cli/tier.py``) if present.
 
     Such a module lists its commands in ``COMMANDS``; without it, every click command it
-    defines is added.
+    defines that is not a subcommand of one of its groups is added.
     """
     for name in ("edge", "tier"):
         try:
@@ -56,11 +56,20 @@ def _add_pipeline_commands() -> None:
             if exc.name != f"simpletasks.cli.{name}":
                 raise
             continue
-        commands = getattr(module, "COMMANDS", None) or [
+        defined = [
             obj
             for obj in vars(module).values()
             if isinstance(obj, click.Command)
             and getattr(obj.callback, "__module__", None) == module.__name__
+        ]
+        nested = {
+            id(sub)
+            for obj in defined
+            if isinstance(obj, click.Group)
+            for sub in obj.commands.values()
+        }
+        commands = getattr(module, "COMMANDS", None) or [
+            obj for obj in defined if id(obj) not in nested
         ]
         for command in commands:
             main.add_command(command)
