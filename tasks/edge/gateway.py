@@ -219,15 +219,19 @@ class _Handler(BaseHTTPRequestHandler):
         logger.debug("%s %s", self.address_string(), format % args)
 
     def _reply(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
-        self.send_response(status)
-        if status == 401:
-            self.send_header("WWW-Authenticate", 'Basic realm="haste"')
-        self.send_header("Content-Type", f"{content_type}; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.send_response(status)
+            if status == 401:
+                self.send_header("WWW-Authenticate", 'Basic realm="haste"')
+            self.send_header("Content-Type", f"{content_type}; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body)
+        except OSError as exc:  # the client gave up (timed out) before our answer
+            logger.info("could not answer %s (%d): %s", self.address_string(), status, exc)
+            self.close_connection = True
 
     def _refuse(self, status: int, reason: str) -> None:
         self.server.gateway.stats.add("rejected" if status < 500 else "failed")
