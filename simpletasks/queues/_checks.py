@@ -66,13 +66,37 @@ def check_bodies(bodies: Sequence[str]) -> list[str]:
     return [check_body(body, f"bodies[{i}]") for i, body in enumerate(bodies)]
 
 
-def check_handle(message: Any, handle_type: type, queue_name: str) -> Any:
-    """Return ``message.handle`` if it is a ``handle_type``, else raise ``ValueError``."""
+def check_handle(
+    message: Any,
+    handle_type: type,
+    queue_name: str,
+    *,
+    origin: str | None = None,
+    here: Any = None,
+) -> Any:
+    """Return ``message.handle`` if this queue received it, else raise ``ValueError``.
+
+    "Received here" is checked in two steps: the handle must be a ``handle_type`` (the
+    message came from this kind of queue) and, with ``origin``, the handle's attribute of
+    that name must equal ``here`` (it came from this very queue: its URL, directory...).
+
+    Args:
+        message: What the caller passed to ack/release/extend.
+        handle_type: The backend's handle class.
+        queue_name: How to name the backend in the error ("SQS queue").
+        origin: The handle attribute that names the queue it came from.
+        here: This queue's value of that attribute.
+    """
     handle = getattr(message, "handle", None)
     if not isinstance(handle, handle_type):
         raise ValueError(
             f"message {getattr(message, 'id', message)!r} was not received from a "
             f"{queue_name} (its handle is {type(handle).__name__}); pass the Message that "
             "receive() returned"
+        )
+    if origin is not None and (source := getattr(handle, origin)) != here:
+        raise ValueError(
+            f"message {getattr(message, 'id', message)!r} was received from {source}, not from "
+            f"{here}"
         )
     return handle

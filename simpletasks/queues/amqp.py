@@ -284,11 +284,10 @@ class AMQPQueue:
         self, action: str, messages: Sequence[Message], seconds: float = 0.0
     ) -> list[Message]:
         """Settle ``messages``, :data:`MAX_BATCH` per hold of the lock; return the lost ones."""
-        deliveries: list[_Delivery] = []
-        for message in messages:
-            deliveries.append(_checks.check_handle(message, _Delivery, "RabbitMQ queue"))
-            if deliveries[-1].queue is not self:
-                raise ValueError(f"message {message.id!r} was received by another queue object")
+        deliveries: list[_Delivery] = [
+            _checks.check_handle(m, _Delivery, "RabbitMQ queue", origin="queue", here=self)
+            for m in messages
+        ]
         pairs = list(zip(messages, deliveries, strict=True))
         lost: list[Message] = []
         for chunk in _common.chunks(pairs, MAX_BATCH):

@@ -218,12 +218,9 @@ class FileQueue:
     # settling
 
     def _lease_path(self, message: Message) -> Path:
-        lease: _Lease = check_handle(message, _Lease, "file queue")
-        if lease.directory != self.directory:
-            raise ValueError(
-                f"message {message.id!r} was received from {lease.directory.as_uri()}, "
-                f"not from {self.url}"
-            )
+        lease: _Lease = check_handle(
+            message, _Lease, "file queue", origin="directory", here=self.directory
+        )
         return self._leased / lease.name
 
     def _lost(self, message: Message, action: str) -> None:

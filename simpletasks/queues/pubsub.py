@@ -226,12 +226,9 @@ class PubSubQueue:
         return attempt
 
     def _ack_id(self, message: Message) -> str:
-        handle: _Ack = _checks.check_handle(message, _Ack, "Pub/Sub queue")
-        if handle.subscription != self.subscription_path:
-            raise ValueError(
-                f"message {message.id!r} was received from {handle.subscription}, not from "
-                f"{self.subscription_path}"
-            )
+        handle: _Ack = _checks.check_handle(
+            message, _Ack, "Pub/Sub queue", origin="subscription", here=self.subscription_path
+        )
         return handle.ack_id
 
     def _modify(self, ack_ids: list[str], seconds: int) -> None:

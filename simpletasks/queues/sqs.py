@@ -166,12 +166,9 @@ class SQSQueue:
         ]
 
     def _receipt(self, message: Message) -> str:
-        receipt: _Receipt = _checks.check_handle(message, _Receipt, "SQS queue")
-        if receipt.queue_url != self.queue_url:
-            raise ValueError(
-                f"message {message.id!r} was received from {receipt.queue_url}, not from "
-                f"{self.queue_url}"
-            )
+        receipt: _Receipt = _checks.check_handle(
+            message, _Receipt, "SQS queue", origin="queue_url", here=self.queue_url
+        )
         return receipt.receipt_handle
 
     @staticmethod

@@ -108,7 +108,7 @@ def test_a_message_from_another_directory_is_rejected(tmp_path: Path) -> None:
     )
     one.send("x")
     [message] = one.receive()
-    with pytest.raises(ValueError, match=r"was received from file:///.*/one, not from file:///"):
+    with pytest.raises(ValueError, match=r"was received from /.*/one, not from /.*/two"):
         two.ack(message)
 
 
