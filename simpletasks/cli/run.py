@@ -43,11 +43,11 @@ def build_registry(task_paths: tuple[str, ...]) -> Any:
     return registry
 
 
-def import_task(path: str) -> Any:
+def import_task(path: str, option: str = "--task") -> Any:
     """Import the class ``module:Class`` names; any failure is one clear ``BadParameter``."""
     module_name, _, attr = path.partition(":")
     if not module_name or not attr:
-        raise click.BadParameter(f"{path!r} is not of the form module:Class", param_hint="--task")
+        raise click.BadParameter(f"{path!r} is not of the form module:Class", param_hint=option)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -56,27 +56,27 @@ def import_task(path: str) -> Any:
                 f"cannot import {path!r}: no module named {exc.name!r} in the current "
                 f"directory ({os.getcwd()}) or the installed packages; run from the directory "
                 "that holds it, or install it",
-                param_hint="--task",
+                param_hint=option,
             ) from None
         raise click.BadParameter(
-            f"cannot import {path!r}: {exc} (a package it imports is missing)", param_hint="--task"
+            f"cannot import {path!r}: {exc} (a package it imports is missing)", param_hint=option
         ) from None
     except SyntaxError as exc:
         where = f"{exc.filename}, line {exc.lineno}" if exc.filename else module_name
         raise click.BadParameter(
-            f"cannot import {path!r}: SyntaxError in {where}: {exc.msg}", param_hint="--task"
+            f"cannot import {path!r}: SyntaxError in {where}: {exc.msg}", param_hint=option
         ) from None
     except Exception as exc:
         raise click.BadParameter(
             f"cannot import {path!r}: importing module {module_name!r} raised "
             f"{type(exc).__name__}: {exc}",
-            param_hint="--task",
+            param_hint=option,
         ) from None
     try:
         return getattr(module, attr)
     except AttributeError:
         raise click.BadParameter(
-            f"cannot import {path!r}: module {module_name!r} has no {attr!r}", param_hint="--task"
+            f"cannot import {path!r}: module {module_name!r} has no {attr!r}", param_hint=option
         ) from None
 
 
@@ -125,6 +125,22 @@ def build_datasource(bucket_url: str, cache_dir: str, cache_max_bytes: int | Non
     show_envvar=True,
     envvar=env_name("DONE_QUEUE"),
     help="Queue that receives a done report for every success (optional).",
+)
+@click.option(
+    "--followup-queue",
+    "followup_url",
+    show_envvar=True,
+    envvar=env_name("FOLLOWUP_QUEUE"),
+    help="Queue for the follow-up tasks a task returns (may be the task queue; optional).",
+)
+@click.option(
+    "--middleware",
+    "middleware_paths",
+    multiple=True,
+    metavar="MODULE:CLASS",
+    show_envvar=True,
+    envvar=env_name("MIDDLEWARE"),
+    help="Middleware class to add, module:Class, made with no arguments (repeatable).",
 )
 @click.option(
     "--bucket",
@@ -251,6 +267,8 @@ def run(
     queue_url: str,
     error_url: str,
     done_url: str | None,
+    followup_url: str | None,
+    middleware_paths: tuple[str, ...],
     bucket_url: str,
     cache_dir: str,
     cache_max_bytes: int | None,
@@ -283,7 +301,7 @@ def run(
             concurrency = found.get("concurrency", concurrency)
             task_paths = found.get("task_paths", task_paths)
         require(queue=queue_url, error_queue=error_url, bucket=bucket_url)
-        check_urls(queue_url, error_url, done_url, bucket_url)
+        check_urls(queue_url, error_url, done_url, bucket_url, followup_url)
         settings = DaemonSettings(
             concurrency=concurrency,
             lease_seconds=lease_seconds,
@@ -302,6 +320,7 @@ def run(
             error_queue=open_queue(error_url),
             done_queue=open_queue(done_url) if done_url else None,
             settings=settings,
+            **_extras(followup_url, middleware_paths),
         )
     except SimpleTasksError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -319,13 +338,34 @@ def run(
         )
 
 
-def check_urls(queue_url: str, error_url: str, done_url: str | None, bucket_url: str) -> None:
+def _extras(followup_url: str | None, middleware_paths: tuple[str, ...]) -> dict[str, Any]:
+    """The optional DaemonService arguments given on the command line."""
+    from simpletasks.queues import open_queue
+
+    extras: dict[str, Any] = {}
+    if followup_url:
+        extras["followup_queue"] = open_queue(followup_url)
+    if middleware_paths:
+        extras["middleware"] = [
+            import_task(path, option="--middleware")() for path in middleware_paths
+        ]
+    return extras
+
+
+def check_urls(
+    queue_url: str,
+    error_url: str,
+    done_url: str | None,
+    bucket_url: str,
+    followup_url: str | None = None,
+) -> None:
     """Refuse mem:// URLs and a report queue that is also the task queue."""
     for url, option in (
         (queue_url, "--queue"),
         (error_url, "--error-queue"),
         (done_url, "--done-queue"),
         (bucket_url, "--bucket"),
+        (followup_url, "--followup-queue"),
     ):
         refuse_mem(url, option)
     for url, option in ((error_url, "--error-queue"), (done_url, "--done-queue")):

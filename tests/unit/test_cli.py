@@ -167,3 +167,32 @@ def test_purge_asks_first(urls: dict[str, str]) -> None:
     result = CliRunner().invoke(main, ["purge", urls["queue"]], input="n\n")
     assert result.exit_code == 1 and "Aborted" in result.output
     assert open_queue(urls["queue"]).counts().visible == 1
+
+
+def test_run_with_middleware_and_followup_queue(
+    urls: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "cli_mw.py").write_text(
+        "from pathlib import Path\n"
+        "from simpletasks.middleware import Middleware\n"
+        "class Count(Middleware):\n"
+        "    def on_acked(self, task, message, result):\n"
+        "        with open(Path(__file__).with_name('acked.txt'), 'a') as f:\n"
+        "            f.write(message.id + '\\n')\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    followups = f"file://{tmp_path}/followups"
+    assert invoke("create", followups).exit_code == 0
+    open_queue(urls["queue"]).send('{"basic_info": {"id": 1, "name": "NO_OP"}}')
+    result = invoke(
+        "run", "--queue", urls["queue"], "--error-queue", urls["errors"], "--bucket",
+        urls["bucket"], "--cache-dir", urls["cache"], "--burst", "--wait", "0",
+        "--middleware", "cli_mw:Count", "--followup-queue", followups,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert len((tmp_path / "acked.txt").read_text().split()) == 1
+    bad = invoke(
+        "run", "--queue", urls["queue"], "--error-queue", urls["errors"], "--bucket",
+        urls["bucket"], "--middleware", "cli_mw:Nope",
+    )  # fmt: skip
+    assert bad.exit_code == 2 and "--middleware" in bad.output and "has no 'Nope'" in bad.output
