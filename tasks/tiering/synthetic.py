@@ -29,13 +29,14 @@ def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
     return np.fft.irfft2(np.fft.rfft2(image) * kernel, s=(h, w))
 
 
-def _scene(shape: tuple[int, int], n_cells: int, rng: np.random.Generator) -> np.ndarray:
+def _scene(
+    shape: tuple[int, int], n_cells: int, rng: np.random.Generator, radius: tuple[float, float]
+) -> np.ndarray:
     h, w = shape
     scene = np.zeros(shape)
-    scale = min(h, w)
     for _ in range(n_cells):
         cy, cx = rng.uniform(0, h), rng.uniform(0, w)
-        r = rng.uniform(0.03, 0.06) * scale
+        r = rng.uniform(*radius)
         aspect, angle = rng.uniform(0.6, 1.0), rng.uniform(0, np.pi)
         r_box = int(r * 1.3) + 3
         y0, y1 = max(0, int(cy) - r_box), min(h, int(cy) + r_box)
@@ -68,6 +69,7 @@ def cell_image(
     photons: float = 2000.0,
     read_noise: float = 2.0,
     background: float = 0.04,
+    cell_radius: tuple[float, float] = (8.0, 15.0),
 ) -> np.ndarray:
     """Return one synthetic fluorescence image.
 
@@ -80,13 +82,14 @@ def cell_image(
         photons: Photons at intensity 1.0 (shot noise; lower = noisier).
         read_noise: Camera read noise in photons.
         background: Background level (fraction of full scale).
+        cell_radius: Range of the cells' radii in pixels.
     """
     rng = np.random.default_rng(seed)
     h, w = shape
     n = n_cells if n_cells is not None else max(1, (h * w) // 5000)
     texture = gaussian_blur(rng.standard_normal(shape), 0.8)
     texture /= texture.std()
-    scene = background + _scene(shape, n, rng) * np.clip(1 + texture, 0, None)
+    scene = background + _scene(shape, n, rng, cell_radius) * np.clip(1 + texture, 0, None)
     blurred = gaussian_blur(scene, defocus)
     noise_rng = np.random.default_rng(seed + 1_000_003)
     counts = noise_rng.poisson(np.clip(blurred, 0, None) * photons).astype(np.float64)

@@ -79,7 +79,7 @@ def test_report_needs_a_database_and_reports_config_errors_in_one_line(tmp_path:
 
 
 def test_score_local_files(tmp_path: Path) -> None:
-    good = write_image(tmp_path / "a.png", cell_image((128, 128), seed=1))
+    good = write_image(tmp_path / "a.png", cell_image((256, 256), seed=1))
     bad = tmp_path / "b.png"
     bad.write_bytes(b"nope")
     out = CliRunner().invoke(tier, ["score", str(good), str(bad)])

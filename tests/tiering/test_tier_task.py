@@ -27,7 +27,8 @@ from simpletasks.tasks.tiering.policy import TierPolicy
 from simpletasks.tasks.tiering.synthetic import cell_image, encode_image
 from simpletasks.tasks.tiering.task import HasteTierTask, make_tier_job
 
-SHARP, BLURRED = 0.0, 3.0  # defocus of images that land in A and in D
+SHARP, BLURRED = 0.0, 3.0  # defocus of images that score > 0.5 and < 0.01
+SPLIT = TierPolicy([[0, 0.5, "D"], [0.5, 1, "A"]])  # so sharp -> A, blurred -> D
 
 
 class Stack:
@@ -55,7 +56,7 @@ class Stack:
         return key
 
     def put_image(self, key: str, defocus: float, seed: int = 0, fmt: str = "png") -> str:
-        return self.put(key, encode_image(cell_image((128, 128), defocus=defocus, seed=seed), fmt))
+        return self.put(key, encode_image(cell_image((256, 256), defocus=defocus, seed=seed), fmt))
 
     def run(self, keys: list[str], concurrency: int = 2, **kw: Any) -> WorkerRun:
         schedule(self.queues["tasks"], make_tier_job(keys))
@@ -93,7 +94,7 @@ def _settings(**kw: Any) -> DaemonSettings:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_images_are_scored_placed_and_recorded(tmp_path: Path, workers: int) -> None:
-    stack = Stack(tmp_path)
+    stack = Stack(tmp_path, policy=SPLIT)
     keys = [stack.put_image(f"run/s{i}.png", SHARP, seed=i) for i in range(3)]
     keys += [stack.put_image(f"run/b{i}.tif", BLURRED, seed=i, fmt="tiff") for i in range(3)]
     run = stack.run(keys, concurrency=workers)
@@ -106,7 +107,8 @@ def test_images_are_scored_placed_and_recorded(tmp_path: Path, workers: int) -> 
         assert row["storage_url"] == f"file://{tmp_path}/tier-{want}/{key}"
         assert row["source"] == stack.source.url and row["size_bytes"] > 0
         assert set(row["features"]) == {"plls", "mean", "std", "saturated"}
-        assert row["width"] == row["height"] == 128
+        assert row["width"] == row["height"] == 256
+        assert (row["score"] > 0.5) == ("/s" in key)
     stored = stack.stored()
     assert sorted(stored["A"]) == sorted(k for k in keys if "/s" in k)
     assert sorted(stored["D"]) == sorted(k for k in keys if "/b" in k)
@@ -117,7 +119,7 @@ def test_images_are_scored_placed_and_recorded(tmp_path: Path, workers: int) -> 
 def test_redelivery_leaves_one_row_and_one_copy_and_moves_on_a_new_policy(
     tmp_path: Path,
 ) -> None:
-    stack = Stack(tmp_path)
+    stack = Stack(tmp_path, policy=SPLIT)
     keys = [stack.put_image("run/s.png", SHARP), stack.put_image("run/b.png", BLURRED)]
     stack.run(keys)
     stack.run(keys)  # delivered again
@@ -190,7 +192,7 @@ def test_a_task_with_good_and_bad_images_files_the_good_ones_then_fails(tmp_path
 def test_a_tier_that_refuses_writes_is_retried_then_reported_and_others_go_on(
     tmp_path: Path, how: str
 ) -> None:
-    stack = Stack(tmp_path)
+    stack = Stack(tmp_path, policy=SPLIT)
     if how == "tier path is a file":  # the bucket cannot be opened
         (tmp_path / "tier-A").rmdir()
         (tmp_path / "tier-A").write_text("a file where tier A's directory should be")
@@ -219,13 +221,13 @@ def test_s3_tiers_with_storage_class_on_moto(tmp_path: Path, moto_server: Any) -
         "D": Tier("D", "s3://tier-cold", "GLACIER_IR"),
     }
     open_bucket(tiers["C"].url, create=True)
-    config = TierConfig(tiers=tiers, database=f"sqlite:///{tmp_path}/f.db")
+    config = TierConfig(tiers=tiers, database=f"sqlite:///{tmp_path}/f.db", policy=SPLIT)
 
     def opener(url: str) -> BucketService:
         return open_bucket(url, client=s3) if url.startswith("s3://") else open_bucket(url)
 
     for i, d in enumerate((SHARP, BLURRED)):
-        data = encode_image(cell_image((128, 128), defocus=d, seed=i), "png")
+        data = encode_image(cell_image((256, 256), defocus=d, seed=i), "png")
         source.upload_fileobj(io.BytesIO(data), f"img{i}.png")
     queue = open_queue(f"file://{tmp_path}/q", create=True)
     errors = open_queue(f"file://{tmp_path}/e", create=True)
