@@ -78,4 +78,5 @@ def test_stack_serves_the_cli_through_the_env_file(tmp_path: Path) -> None:
         out, err = stack.communicate(timeout=60)
     assert stack.returncode == 0, err[-2000:]
     assert "services stopped" in out
+    assert "RabbitMQ" in out and "not started by --stack" in out  # says what it does not start
     assert not env_file.exists()
