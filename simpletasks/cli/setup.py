@@ -48,11 +48,10 @@ def create(queue_urls: tuple[str, ...], bucket_urls: tuple[str, ...]) -> None:
 
 @click.command()
 @log_level_option(None)
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("paths", nargs=-1, metavar="PATH...", type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--bucket",
     "bucket_url",
-    required=True,
     metavar="URL",
     help=f"The bucket to upload to: {BUCKET_SCHEMES}.",
 )
@@ -61,7 +60,7 @@ def create(queue_urls: tuple[str, ...], bucket_urls: tuple[str, ...]) -> None:
     default="",
     help="Key prefix inside the bucket, e.g. plates/p1 (default: none).",
 )
-def upload(paths: tuple[Path, ...], bucket_url: str, prefix: str) -> None:
+def upload(paths: tuple[Path, ...], bucket_url: str | None, prefix: str) -> None:
     """Upload files, or directories with everything in them, to a bucket.
 
     A file lands at PREFIX/NAME, a directory's files at PREFIX/DIRNAME/RELATIVE/PATH.
@@ -72,6 +71,10 @@ def upload(paths: tuple[Path, ...], bucket_url: str, prefix: str) -> None:
     from simpletasks.buckets import open_bucket
     from simpletasks.keys import validate_key
 
+    missing = [name for name, value in (("PATH", paths), ("--bucket", bucket_url)) if not value]
+    if missing:
+        raise click.UsageError(f"missing {', '.join(missing)}")
+    assert bucket_url is not None
     refuse_mem(bucket_url, "--bucket")
     prefix = prefix.strip("/")
     if prefix:

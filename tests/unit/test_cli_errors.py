@@ -280,6 +280,7 @@ def test_schedule_with_task_checks_names_and_payloads_first(
 def test_all_missing_options_are_reported_at_once() -> None:
     one_line_error(invoke("run"), 2, "--queue, --error-queue, --bucket")
     one_line_error(invoke("requeue"), 2, "--from, --to")
+    one_line_error(invoke("upload"), 2, "PATH, --bucket")
 
 
 def test_dash_h_and_log_level_after_the_command() -> None:
