@@ -169,24 +169,17 @@ def held(queue: Any, limit: int, wait_seconds: float = 1.0) -> Iterator[list[Any
 
 
 def read_report(body: str) -> dict[str, Any] | None:
-    """Return a report as a dict (``kind`` ``error`` or ``done``), or ``None`` for a task."""
-    try:
-        from simpletasks.reports import parse_report
-    except ImportError:  # an older core: read the JSON as written
-        parse_report = None
-    try:
-        data = json.loads(body)
-    except ValueError:
+    """Return a report's fields (``kind`` ``error`` or ``done``), or ``None`` for a task."""
+    from dataclasses import asdict
+
+    from simpletasks.reports import parse_report
+
+    if '"kind"' not in body:  # cheap: task messages have no "kind"
         return None
-    if not isinstance(data, dict) or data.get("kind") not in ("error", "done"):
+    try:
+        return asdict(parse_report(body))
+    except MessageError:
         return None
-    if parse_report is not None:
-        try:
-            report = parse_report(body)
-        except MessageError:
-            return data
-        return {**data, **{k: v for k, v in vars(report).items() if k != "host"}}
-    return data
 
 
 @click.command()
@@ -377,14 +370,9 @@ def _requeue_action(
         return "left"
     if not report.get("final"):
         return "dropped" if drop_retried else "left"
-    if report.get("truncated") or report.get("body") in (None, "") or _truncated(report):
+    if report.get("truncated") or report.get("body") in (None, ""):
         return "unusable"
     return "requeued"
-
-
-def _truncated(report: dict[str, Any]) -> bool:
-    body = report.get("body")
-    return isinstance(body, dict) and body.get("truncated") is True and "head" in body
 
 
 @click.command()
