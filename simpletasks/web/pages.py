@@ -134,10 +134,11 @@ def _receive(
     used: set[str] = set()
     for f in files:
         original = f.filename or ""
-        safe = secure_filename(original)[:120]
-        stem, dot, ext = safe.rpartition(".")
-        if not stem or not dot:
-            stem, ext = safe, ""
+        base = original.replace("\\", "/").rsplit("/", 1)[-1]
+        raw_stem, dot, raw_ext = base.rpartition(".")
+        if not dot:
+            raw_stem, raw_ext = base, ""
+        stem, ext = secure_filename(raw_stem)[:100], secure_filename(raw_ext)[:20]
         if not stem:
             raise ApiError(
                 400, "bad_request", f"file name {original[:100]!r} has no usable characters"

@@ -152,3 +152,40 @@ def consume() -> Any:
         return int(app.extensions["simpletasks"].consumer.drain())
 
     return run
+
+
+@dataclass
+class Inbox:
+    """Messages an SMTP server on 127.0.0.1 received."""
+
+    host: str
+    port: int
+    messages: list[Any] = field(default_factory=list)
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[Inbox]:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1 that keeps what it receives."""
+    import email
+    import socket
+
+    from tests_support import require_service
+
+    try:
+        from aiosmtpd.controller import Controller
+    except ImportError:
+        require_service("aiosmtpd is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    inbox = Inbox("127.0.0.1", port)
+
+    class Handler:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            inbox.messages.append(email.message_from_bytes(envelope.original_content))
+            return "250 OK"
+
+    controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+    controller.start()
+    yield inbox
+    controller.stop()
