@@ -314,3 +314,17 @@ def test_help_names_every_scheme() -> None:
     run_help = invoke("run", "-h").output
     for scheme in ("sqs://", "pubsub://", "amqp://", "file://", "mem://", "s3://", "gs://"):
         assert scheme in run_help, scheme
+
+
+def test_amqp_password_masked_in_logs_too() -> None:
+    import subprocess
+    import sys
+
+    url = "amqp://user:s3cret-pw@127.0.0.1:1/%2F?queue=x"
+    proc = subprocess.run(
+        [sys.executable, "-m", "simpletasks", "--log-level", "debug", "status", url],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "s3cret-pw" not in proc.stdout + proc.stderr
+    assert proc.stderr.count("Error: ") == 1 and "Traceback" not in proc.stderr
