@@ -144,6 +144,7 @@ def main() -> None:
     result = {
         "benchmark": "tier_plls",
         "machine": machine_info(),
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
         "versions": {
             **versions("numpy", "simpletasks"),
             "reference_numpy": ref["numpy"],

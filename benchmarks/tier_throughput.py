@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import io
 import logging
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -164,6 +165,7 @@ def main() -> None:
     result = {
         "benchmark": "tier_throughput",
         "machine": machine_info(),
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
         "versions": versions("numpy", "pillow", "sqlalchemy", "moto", "simpletasks"),
         "images": args.images,
         "size": args.size,
