@@ -156,9 +156,8 @@ def held(queue: Any, limit: int, wait_seconds: float = 1.0) -> Iterator[list[Any
     try:
         while len(messages) < limit:
             want = min(queue.capabilities.max_batch, limit - len(messages))
-            batch = queue.receive(
-                want, wait_seconds=wait_seconds if not messages else 0.0, lease_seconds=HOLD_SECONDS
-            )
+            # Wait on every receive: SQS without a wait samples only some of its servers.
+            batch = queue.receive(want, wait_seconds=wait_seconds, lease_seconds=HOLD_SECONDS)
             if not batch:
                 break
             messages += batch
