@@ -205,10 +205,11 @@ class FeaturesDB:
 
     def _upsert_statement(self, values: dict[str, Any]) -> Any:
         name = self.engine.dialect.name
+        insert: Any
         if name == "postgresql":
             from sqlalchemy.dialects.postgresql import insert
         elif name == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
+            from sqlalchemy.dialects.sqlite import insert  # type: ignore[no-redef]
         else:
             raise ConfigError(f"features database: {name} is not supported (SQLite, PostgreSQL)")
         stmt = insert(self.table).values(**values)
@@ -228,7 +229,7 @@ class FeaturesDB:
             raise
         return value
 
-    def rows(self, session: Session | None = None) -> list[dict[str, Any]]:
+    def rows(self) -> list[dict[str, Any]]:
         """Return every row as a dict (for reports and tests)."""
         self.ensure_schema()
         with self.engine.connect() as conn:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 import math
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -37,7 +37,8 @@ class DefaultFeatures:
     >= 1.0), i.e. clipped by the camera.
     """
 
-    names: ClassVar[tuple[str, ...]] = ("plls", "mean", "std", "saturated")
+    def __init__(self) -> None:
+        self.names: tuple[str, ...] = ("plls", "mean", "std", "saturated")
 
     def extract(self, image: np.ndarray) -> dict[str, float]:
         """Return the four features of ``image``."""

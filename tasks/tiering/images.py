@@ -89,8 +89,9 @@ def read_image(path: Path | str) -> LoadedImage:
 def _read_pillow(data: bytes) -> np.ndarray:
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as im:
-        im.load()
+    with Image.open(io.BytesIO(data)) as opened:
+        opened.load()
+        im: Image.Image = opened
         if im.mode == "P":
             im = im.convert("RGBA" if "transparency" in im.info else "RGB")
         elif im.mode in ("I;16B", "I;16L", "I;16N"):

@@ -119,13 +119,17 @@ def radial_power_sums(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     if plan is None:
         empty = np.zeros(0)
         return np.zeros(0, dtype=np.int64), empty, empty
-    centred = img - img.mean()
-    half = np.fft.rfft(centred, axis=1)[:, : plan.columns]
+    magsum, powersum = _sums(img, img.mean(), plan)
+    return np.arange(2, plan.n_labels), magsum, powersum
+
+
+def _sums(img: np.ndarray, mean: float, plan: _Plan) -> tuple[np.ndarray, np.ndarray]:
+    half = np.fft.rfft(img - mean, axis=1)[:, : plan.columns]
     spectrum = np.fft.fft(half, axis=0)
     mag = np.abs(spectrum.ravel()[plan.index])
     magsum = np.bincount(plan.labels, weights=mag, minlength=plan.n_labels)[2:]
     powersum = np.bincount(plan.labels, weights=mag * mag, minlength=plan.n_labels)[2:]
-    return np.arange(2, plan.n_labels), magsum, powersum
+    return magsum, powersum
 
 
 def _as_float_2d(image: np.ndarray) -> np.ndarray:
@@ -155,17 +159,18 @@ def power_log_log_slope(image: np.ndarray) -> float:
         ValueError: If ``image`` is not 2-D or not real-valued.
     """
     img = _as_float_2d(image)
-    if img.size == 0 or _get_plan(img.shape) is None:
+    plan = _get_plan(img.shape) if img.size else None
+    if plan is None:
         return 0.0
-    lo, hi = img.min(), img.max()
-    if not (hi > lo):  # constant (CellProfiler: len(unique) == 1), or NaN present
+    if not img.max() > img.min():  # constant (CellProfiler: len(unique) == 1), or NaN present
         return 0.0
     mean = img.mean()
     # CellProfiler divides by median(|I - mean|): 0 when more than half the pixels equal the
     # mean exactly, and then every value is NaN and PLLS is 0.
     if 2 * np.count_nonzero(img == mean) > img.size:
         return 0.0
-    labels, magsum, powersum = radial_power_sums(img)
+    magsum, powersum = _sums(img, mean, plan)
+    labels = np.arange(2, plan.n_labels)
     if not magsum.sum() > 0:
         return 0.0
     valid = magsum > 0

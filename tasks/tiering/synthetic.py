@@ -110,7 +110,7 @@ def defocus_series(
 
     Each image has its own scene (seed ``seed + i``).
     """
-    sigmas: Sequence[float] = np.linspace(0.0, max_defocus, n) if n > 1 else [0.0]
+    sigmas: Sequence[float] = list(np.linspace(0.0, max_defocus, n)) if n > 1 else [0.0]
     return [
         (float(s), cell_image(shape, defocus=float(s), seed=seed + i, dtype=dtype))
         for i, s in enumerate(sigmas)

@@ -94,6 +94,7 @@ class TierTargets:
             if self.storage_url(tier, key) == storage_url:
                 self.bucket(tier).delete(key)
                 return
+        logger.warning("old copy %s is in no configured tier; left in place", storage_url)
 
     @staticmethod
     def _method(source: Any, dest: Any) -> str:
