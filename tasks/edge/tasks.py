@@ -59,6 +59,8 @@ class EdgeFile:
         mtime_ns: Modification time when found.
         detected: Wall-clock time it was found.
         processed: The pre-processed version, while it waits for upload.
+        cpu_seconds: CPU seconds its pre-processing took (this thread's CPU time).
+        wall_seconds: Wall-clock seconds its pre-processing took (more on a busy machine).
         problems: What went wrong with it (reported, not fatal).
     """
 
@@ -69,6 +71,8 @@ class EdgeFile:
     mtime_ns: int
     detected: float
     processed: Path | None = None
+    cpu_seconds: float | None = None
+    wall_seconds: float | None = None
     problems: list[str] = field(default_factory=list)
 
 
@@ -207,10 +211,11 @@ class EdgePreprocessTask(_EdgeTask):
             if (st.st_size, st.st_mtime_ns) != (f.size, f.mtime_ns):
                 rt.report(f, f"changed since it was found ({f.size} -> {st.st_size} bytes)")
             dst = rt.work_dir / f"{i:06d}-{f.name}"
-            started = time.thread_time()
+            started, wall = time.thread_time(), time.monotonic()
             with atomic_path(dst) as tmp:
                 rt.operator.apply(f.path, tmp)
             cpu = time.thread_time() - started
+            f.cpu_seconds, f.wall_seconds = cpu, time.monotonic() - wall
             size_after = dst.stat().st_size
         except Exception as exc:
             rt.report(f, f"not pre-processed, sent as it is: {type(exc).__name__}: {exc}")
