@@ -190,7 +190,13 @@ class HasteTierTask(DaemonTask):
             stack.close()
 
     def prepare(self, datasource: Datasource) -> None:
-        """Fetch every input image into the cache."""
+        """Fetch every input image into the cache.
+
+        Raises:
+            ConfigError: If the daemon has no bucket (the images' source).
+        """
+        if getattr(datasource, "bucket", None) is None:
+            raise ConfigError(f"{NAME} reads its images from the daemon's bucket; give it one")
         with _timed(self.stats, "download"):
             self.paths = datasource.get(self.input_keys) if self.input_keys else []
 
