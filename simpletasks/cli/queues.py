@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -150,8 +150,20 @@ def _pretty_hint(text: str) -> str:
 
 
 @contextmanager
-def held(queue: Any, limit: int, wait_seconds: float = 1.0) -> Iterator[list[Any]]:
-    """Receive up to ``limit`` visible messages and release them all on exit (peek)."""
+def held(
+    queue: Any,
+    limit: int,
+    wait_seconds: float = 1.0,
+    more: Callable[[list[Any]], bool] | None = None,
+) -> Iterator[list[Any]]:
+    """Receive up to ``limit`` visible messages and release them all on exit (peek).
+
+    Args:
+        queue: The queue.
+        limit: Most messages to receive.
+        wait_seconds: Long-poll wait of each receive.
+        more: Called with each batch; receiving stops when it returns false.
+    """
     messages: list[Any] = []
     try:
         while len(messages) < limit:
@@ -161,6 +173,8 @@ def held(queue: Any, limit: int, wait_seconds: float = 1.0) -> Iterator[list[Any
             if not batch:
                 break
             messages += batch
+            if more is not None and not more(batch):
+                break
         yield messages
     finally:
         for message in messages:
@@ -218,7 +232,11 @@ def summarise(queue: Any, limit: int) -> str:
     """Describe the reports among the first ``limit`` visible messages ("" if none)."""
     final: Counter[str] = Counter()
     retried = done = tasks = 0
-    with held(queue, limit) as messages:
+
+    def has_reports(batch: list[Any]) -> bool:  # a task queue: stop after one batch
+        return any(read_report(m.body) is not None for m in batch)
+
+    with held(queue, limit, more=has_reports) as messages:
         for message in messages:
             report = read_report(message.body)
             if report is None:

@@ -103,3 +103,26 @@ def test_requeue_sends_final_failures_back_with_their_original_bodies(
     assert "requeued 0 final failure(s)" in result.output
     assert "dropped 6 retried-attempt report(s)" in result.output
     assert open_queue(urls["errors"]).counts().visible == 0
+
+
+def test_status_of_a_task_queue_reads_one_batch_and_leaves_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"file://{tmp_path}/tasks"
+    assert invoke("create", url).exit_code == 0
+    queue = open_queue(url)
+    queue.send_batch([json.dumps({"basic_info": {"id": i, "name": "NO_OP"}}) for i in range(25)])
+    received: list[int] = []
+    original = type(queue).receive
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+        batch = original(self, *args, **kwargs)
+        received.append(len(batch))
+        return batch
+
+    monkeypatch.setattr(type(queue), "receive", counting)
+    result = invoke("status", url)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [f"{url}\tvisible=25\tin_flight=0"]
+    assert len(received) == 1  # one batch: no reports in it, so no more
+    assert open_queue(url).counts().visible == 25
