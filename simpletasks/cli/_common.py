@@ -118,18 +118,20 @@ def refuse_mem(url: str | None, option: str) -> None:
         raise click.BadParameter(MEM_REASON, param_hint=option)
 
 
-def require(**options: Any) -> None:
-    """Report every missing required option at once (``--from-metadata`` may give them).
+def require(hint: str = "", **options: Any) -> None:
+    """Report every missing required option at once.
 
     Args:
-        **options: ``option_name=value`` pairs, as in ``error_queue=error_url``.
+        hint: Added to the message (e.g. another way to give the options).
+        **options: ``option_name=value`` pairs, as in ``error_queue=error_url`` (a trailing
+            ``_`` is dropped: ``from_=`` is ``--from``).
     """
     missing = [
         f"--{name.rstrip('_').replace('_', '-')}" for name, value in options.items() if not value
     ]
     if missing:
         names = ", ".join(missing)
-        raise click.UsageError(f"missing option(s) {names}")
+        raise click.UsageError(f"missing option(s) {names}{hint}")
 
 
 def _library_error(exc: BaseException) -> bool:

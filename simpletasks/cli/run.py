@@ -300,7 +300,12 @@ def run(
             idle_max = found.get("idle_max", idle_max)
             concurrency = found.get("concurrency", concurrency)
             task_paths = found.get("task_paths", task_paths)
-        require(queue=queue_url, error_queue=error_url, bucket=bucket_url)
+        require(
+            " (or give them by --from-metadata or SIMPLETASKS_* variables)",
+            queue=queue_url,
+            error_queue=error_url,
+            bucket=bucket_url,
+        )
         check_urls(queue_url, error_url, done_url, bucket_url, followup_url)
         settings = DaemonSettings(
             concurrency=concurrency,
