@@ -44,6 +44,8 @@ _HINTS = {
     "DefaultCredentialsError": "no Google credentials found: run `gcloud auth "
     "application-default login`, set GOOGLE_APPLICATION_CREDENTIALS, or for the local stack "
     "`set -a; . ./simpletasks-local.env; set +a`",
+    "RetryError": "a Google Cloud service did not answer in time: check the network, or "
+    "PUBSUB_EMULATOR_HOST / STORAGE_EMULATOR_HOST (is the local stack still running?)",
     "AMQPConnectionError": "cannot connect to RabbitMQ: is it running, and are host, port, "
     "user and password right?",
 }

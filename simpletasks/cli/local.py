@@ -51,7 +51,7 @@ def local(cloud: str, concurrency: int, cache_dir: str | None, stack: bool, env_
     Starts the services on free 127.0.0.1 ports, creates the queues and the bucket,
     schedules the example, runs the daemon until the queue is drained and checks every
     output. With --stack, starts moto, fake-gcs-server and the Pub/Sub emulator (those that
-    are installed), writes their addresses to an env file and keeps them running: then
+    are installed; not RabbitMQ), writes their addresses to an env file and keeps them running: then
     `set -a; . simpletasks-local.env; set +a` and use sqs://, s3://, pubsub:// and gs:// URLs
     as on the clouds. --cloud gcp and the GCP part of --stack need
     `pip install 'simpletasks[gcp-local]'` and the Pub/Sub emulator (Java).
