@@ -98,6 +98,25 @@ def open_backend(url: str, table: dict[str, Backend], kind: str, **kwargs: Any) 
 
 
 _SCHEME_RE = re.compile(r"^[a-z][a-z0-9+.-]*$")
+# scheme://user:password@ -- the password is everything up to the last '@' of the authority.
+_USERINFO_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/@\s'\"]*:)[^/\s'\"]*@")
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with the password of its ``user:password@`` part replaced by ``***``.
+
+    ``amqp://app:s3cret@host/vhost?queue=q`` becomes ``amqp://app:***@host/vhost?queue=q``;
+    a URL without a password is returned unchanged.
+    """
+    return redact(url)
+
+
+def redact(text: str) -> str:
+    """Mask the password of every ``scheme://user:password@`` URL inside ``text``.
+
+    For error messages and log lines that quote URLs (or a library's error that does).
+    """
+    return _USERINFO_RE.sub(r"\1***@", text) if isinstance(text, str) else text
 
 
 def _register(

@@ -23,7 +23,9 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import urlsplit
 
+import google.auth.exceptions
 import google_crc32c
 from google.api_core import exceptions as gexc
 from google.cloud import storage
@@ -32,7 +34,14 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 
 from simpletasks.buckets import split_bucket_url
 from simpletasks.buckets.file import atomic_path, validate_prefix
-from simpletasks.errors import ConfigError, IntegrityError, KeyNotFound
+from simpletasks.endpoints import unreachable
+from simpletasks.errors import (
+    ConfigError,
+    CredentialsError,
+    IntegrityError,
+    KeyNotFound,
+    ServiceUnavailable,
+)
 from simpletasks.keys import is_valid_key, validate_key
 
 logger = logging.getLogger(__name__)
@@ -52,9 +61,25 @@ def make_client(
         endpoint: API endpoint override (for example ``http://127.0.0.1:4443``).
         credentials: ``google.auth`` credentials; Application Default Credentials if ``None``
             (``google.auth.credentials.AnonymousCredentials()`` for an emulator).
+
+    Raises:
+        CredentialsError: If no credentials are given or found.
+        ConfigError: If no project is given or found.
     """
     options = {"api_endpoint": endpoint} if endpoint else None
-    return storage.Client(project=project, credentials=credentials, client_options=options)
+    try:
+        return storage.Client(project=project, credentials=credentials, client_options=options)
+    except google.auth.exceptions.DefaultCredentialsError as exc:
+        first = str(exc).split(". ")[0].rstrip(".")
+        raise CredentialsError(
+            f"no Google credentials for GCS ({first}); set GOOGLE_APPLICATION_CREDENTIALS to a "
+            "service account key file, run `gcloud auth application-default login`, run on a "
+            "VM with a service account, or for an emulator set STORAGE_EMULATOR_HOST"
+        ) from None
+    except OSError as exc:  # "Project was not passed and could not be determined..."
+        raise ConfigError(
+            f"no Google Cloud project for GCS ({exc}); pass project= or set GOOGLE_CLOUD_PROJECT"
+        ) from None
 
 
 def parse_gs_url(url: str) -> tuple[str, str]:
@@ -170,7 +195,23 @@ class GCSBucket:
     def __repr__(self) -> str:
         return f"GCSBucket({self.url!r})"
 
+    def _probe(self) -> None:
+        """Fail in seconds if the endpoint does not answer (the library retries for minutes)."""
+        endpoint = str(getattr(self.client, "api_endpoint", "") or "")
+        parts = urlsplit(endpoint)
+        if not parts.hostname:
+            return
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        reason = unreachable(parts.hostname, port)
+        if reason is not None:
+            raise ServiceUnavailable(
+                f"cannot reach GCS at {endpoint} for {self.url}: {reason}. Check the endpoint "
+                "(STORAGE_EMULATOR_HOST or endpoint=) and the network, and that an emulator "
+                "runs there (`simpletasks local --stack`)"
+            )
+
     def _check_bucket(self, create: bool) -> None:
+        self._probe()
         try:
             if self._bucket.exists():
                 return

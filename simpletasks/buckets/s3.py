@@ -138,6 +138,10 @@ class S3Bucket:
         return f"S3Bucket({self.url!r})"
 
     def _check_bucket(self, create: bool) -> None:
+        with aws.open_errors(self.client, "S3", self.url):
+            self._find_or_create(create)
+
+    def _find_or_create(self, create: bool) -> None:
         try:
             self.client.head_bucket(Bucket=self.bucket)
             return

@@ -1,14 +1,19 @@
-"""Helpers of the RabbitMQ backend (:mod:`.amqp`): its errors and its URL parsing."""
+"""Helpers of the RabbitMQ backend (:mod:`.amqp`): its errors, URL parsing and connecting."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pika
+import pika.exceptions
 
-from simpletasks.errors import ConfigError, SimpleTasksError
+from simpletasks.errors import ConfigError, CredentialsError, ServiceUnavailable, SimpleTasksError
+from simpletasks.urls import redact, redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -17,6 +22,14 @@ BLOCKED_SECONDS = 60.0  # give up a publish after the broker blocked us this lon
 
 class BrokerError(SimpleTasksError):
     """RabbitMQ cannot be reached, or refused a request."""
+
+
+class BrokerUnavailable(BrokerError, ServiceUnavailable):
+    """Nothing answers at the broker's address (refused, unreachable, timed out)."""
+
+
+class BrokerLoginRefused(BrokerError, CredentialsError):
+    """The broker refused the user/password, or the user may not use the vhost."""
 
 
 class PublishError(BrokerError):
@@ -47,7 +60,7 @@ def parse_url(url: str) -> tuple[str, pika.URLParameters, str]:
         raise ConfigError(
             f"not a RabbitMQ queue URL: {url!r} (expected amqp://host/vhost?queue=name)"
         )
-    masked = url.replace(f":{parts.password}@", ":***@", 1) if parts.password else url
+    masked = redact_url(url)
     try:
         options = parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
         parts.port  # noqa: B018 (raises ValueError for a bad port)
@@ -78,3 +91,98 @@ def parse_url(url: str) -> tuple[str, pika.URLParameters, str]:
     if "blocked_connection_timeout" not in options:  # a broker short of memory blocks publishes
         parameters.blocked_connection_timeout = BLOCKED_SECONDS
     return check_name(names[0]), parameters, masked
+
+
+_quiet = threading.local()
+_quiet_installed = False
+_quiet_lock = threading.Lock()
+
+
+class _QuietWhileOurs(logging.Filter):
+    """Drop pika's ERROR (and lower) records logged while one of our calls runs.
+
+    pika logs every failed connection step at ERROR ("Socket EOF", "connection_lost",
+    "Unexpected connection close"...); we raise or log the failure once ourselves. Other
+    users of pika in the process keep its logs.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.ERROR or not getattr(_quiet, "active", False)
+
+
+def _install_quiet_filter() -> None:
+    global _quiet_installed
+    with _quiet_lock:
+        if _quiet_installed:
+            return
+        quiet = _QuietWhileOurs()
+        names = [n for n in logging.Logger.manager.loggerDict if n.split(".")[0] == "pika"]
+        for name in names:
+            logging.getLogger(name).addFilter(quiet)
+        _quiet_installed = True
+
+
+@contextlib.contextmanager
+def quiet_pika() -> Iterator[None]:
+    """Silence pika's own ERROR logs in this thread for the duration of the block."""
+    _install_quiet_filter()
+    was = getattr(_quiet, "active", False)
+    _quiet.active = True
+    try:
+        yield
+    finally:
+        _quiet.active = was
+
+
+def connect(parameters: pika.ConnectionParameters, url: str) -> pika.BlockingConnection:
+    """Open a connection, turning pika's failures into one clear error.
+
+    Args:
+        parameters: The connection parameters.
+        url: The queue's URL, password masked, for the messages.
+
+    Raises:
+        BrokerLoginRefused: The broker refused the login or the vhost.
+        BrokerUnavailable: Nothing answers at the address (or the connection broke while
+            opening).
+    """
+    where = f"{parameters.host}:{parameters.port}"
+    user = parameters.credentials.username
+    try:
+        with quiet_pika():
+            return pika.BlockingConnection(parameters)
+    except pika.exceptions.ProbableAuthenticationError:
+        raise BrokerLoginRefused(
+            f"RabbitMQ at {where} refused the login of user {user!r} ({url}): check the user "
+            "and password in the URL (amqp://user:password@host/vhost?queue=name)"
+        ) from None
+    except pika.exceptions.ProbableAccessDeniedError:
+        vhost = parameters.virtual_host
+        raise BrokerLoginRefused(
+            f"RabbitMQ at {where} does not let user {user!r} use vhost {vhost!r} ({url}): "
+            "check the vhost in the URL (the default vhost '/' is written %2F) and the "
+            "user's permissions"
+        ) from None
+    except pika.exceptions.AMQPConnectionError as exc:
+        cause = _describe(exc)
+        raise BrokerUnavailable(
+            f"cannot connect to RabbitMQ at {where} ({url}): {cause}. Is the broker running "
+            "and is the host:port right? (start one with `rabbitmq-server -detached`)"
+        ) from None
+
+
+def _describe(exc: BaseException) -> str:
+    """A short reason for a failed connection (pika nests the socket error in its own)."""
+    text = repr(exc)
+    for needle, reason in (
+        ("refused", "connection refused"),
+        ("timed out", "timed out"),
+        ("Timeout", "timed out"),
+        ("gaierror", "unknown host"),
+        ("Name or service not known", "unknown host"),
+        ("unreachable", "network unreachable"),
+        ("EOF", "the connection was closed while opening"),
+    ):
+        if needle in text:
+            return reason
+    return redact(text)

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import google.auth.exceptions
 from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
 
-from simpletasks.errors import ConfigError
+from simpletasks.endpoints import split_host_port, unreachable
+from simpletasks.errors import ConfigError, CredentialsError, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +88,7 @@ def make_client(kind: str, emulator_host: str | None = None) -> Any:
             Credentials).
 
     Raises:
-        ConfigError: If no Google credentials can be found.
+        CredentialsError: If no Google credentials can be found.
     """
     kwargs: dict[str, Any] = {}
     if emulator_host:
@@ -101,7 +104,7 @@ def make_client(kind: str, emulator_host: str | None = None) -> Any:
             return pubsub_v1.SubscriberClient(**kwargs)
         return pubsub_v1.PublisherClient(BATCH_SETTINGS, **kwargs)
     except google.auth.exceptions.DefaultCredentialsError as exc:
-        raise ConfigError(
+        raise CredentialsError(
             f"no Google credentials for Pub/Sub ({exc}); set GOOGLE_APPLICATION_CREDENTIALS, "
             "run `gcloud auth application-default login`, run on a VM with a service account, "
             "or pass emulator_host= for an emulator"
@@ -192,3 +195,50 @@ def delete(subscriber: Any, publisher: Any, subscription_path: str, *, topics: b
             with contextlib.suppress(gexc.NotFound):
                 publisher.delete_topic(topic=path, timeout=ADMIN_TIMEOUT_SECONDS)
                 logger.info("deleted Pub/Sub topic %s", path)
+
+
+EMULATOR_HINT = (
+    "start it (`simpletasks local --stack`, or `gcloud beta emulators pubsub start "
+    "--host-port=HOST:PORT`) or fix the address"
+)
+
+
+def check_emulator(emulator_host: str | None, url: str) -> None:
+    """Fail in seconds if the emulator in use does not answer (the library retries ~45 s).
+
+    The emulator is ``emulator_host`` or, failing that, ``PUBSUB_EMULATOR_HOST``; without
+    either, nothing is checked here.
+
+    Raises:
+        ServiceUnavailable: Naming the address, where it came from and what to do.
+    """
+    source = "emulator_host="
+    if not emulator_host:
+        emulator_host, source = os.environ.get("PUBSUB_EMULATOR_HOST"), "PUBSUB_EMULATOR_HOST"
+    if not emulator_host:
+        return
+    host, port = split_host_port(emulator_host, 8085)
+    reason = unreachable(host, port)
+    if reason is not None:
+        raise ServiceUnavailable(
+            f"the Pub/Sub emulator at {emulator_host} (from {source}) does not answer for "
+            f"{url}: {reason}; {EMULATOR_HINT}"
+        )
+
+
+@contextlib.contextmanager
+def service_errors(url: str, target: str) -> Iterator[None]:
+    """Turn "Pub/Sub cannot be reached" failures while opening into one clear error.
+
+    Raises:
+        ServiceUnavailable: On ``UNAVAILABLE``/deadline errors (after the library's retries).
+    """
+    try:
+        yield
+    except (gexc.RetryError, gexc.ServiceUnavailable, gexc.DeadlineExceeded) as exc:
+        cause = getattr(exc, "cause", None) or exc
+        raise ServiceUnavailable(
+            f"cannot reach Pub/Sub at {target} for {url}: {type(cause).__name__}: "
+            f"{str(cause).splitlines()[0] if str(cause) else ''}; check the network and "
+            "credentials, or for an emulator that it runs at that address"
+        ) from None

@@ -6,17 +6,20 @@ pika logs in as guest/guest. :attr:`AMQPQueue.url` masks the password.
 
 * **Threads.** pika's ``BlockingConnection`` is not thread-safe: each object owns one
   connection and channel and makes every pika call under one lock. ``receive`` polls with
-  ``basic.get``, sleeping *outside* the lock (at most 4 polls a second). A pump thread takes
-  the lock every :data:`TICK_SECONDS` to expire leases and answer heartbeats.
-* **Leases.** A received message stays unacked on our channel, with its lease deadline kept
-  here (RabbitMQ has none); ``extend`` moves it without a round trip, which is also how the
-  daemon's retry delay works. ``basic.get``, not a prefetching consumer, so no message waits
-  unseen in a local buffer. The broker's ``consumer_timeout`` (default 30 min) closes a
-  channel that holds a delivery longer: raise it for longer tasks or retry delays.
+  ``basic.get``, sleeping *outside* the lock (at most 4 polls a second). A pump thread
+  (:class:`~simpletasks.queues._amqp_leases.Pump`) takes the lock every 0.1 s to expire
+  leases and answer heartbeats.
+* **Leases.** A received message stays unacked on our channel, with its lease deadline
+  kept in a :class:`~simpletasks.queues._amqp_leases.LeaseBook` (RabbitMQ has none);
+  ``extend`` moves it without a round trip, which is also how the daemon's retry delay
+  works. ``basic.get``, not a prefetching consumer, so no message waits unseen in a local
+  buffer. The broker's ``consumer_timeout`` (default 30 min) closes a channel that holds a
+  delivery longer: raise it for longer tasks or retry delays.
 * **Hand-backs.** A released or expired message is published again (same id, to the back of
-  the queue, its attempt in :data:`ATTEMPT_HEADER`), confirmed, then acked: a crash between
-  them duplicates it, never loses it. (``basic.reject`` is applied after the broker answers
-  later requests, so a count just after it would miss the message and a burst daemon quit.)
+  the queue, its attempt in the ``x-simpletasks-attempt`` header), confirmed, then acked: a
+  crash between them duplicates it, never loses it. (``basic.reject`` is applied after the
+  broker answers later requests, so a count just after it would miss the message and a
+  burst daemon quit.)
 * **Attempts** are that header + 1, plus the returns the broker counted since: a lost
   connection requeues what it held. Queues declared here are durable *quorum* queues, which
   count those in ``x-delivery-count``; a classic queue only flags them as redelivered (+1).
@@ -33,9 +36,8 @@ import contextlib
 import hashlib
 import logging
 import threading
-import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -45,11 +47,22 @@ import pika.exceptions
 
 from simpletasks.errors import ConfigError
 from simpletasks.queues import Message, QueueCapabilities, QueueCounts, _checks, _common
-from simpletasks.queues._amqp import BrokerError, PublishError, check_name, parse_url
+from simpletasks.queues._amqp import (
+    BrokerError,
+    BrokerLoginRefused,
+    BrokerUnavailable,
+    PublishError,
+    check_name,
+    connect,
+    parse_url,
+    quiet_pika,
+)
+from simpletasks.queues._amqp_leases import LeaseBook, Pump, attempt_of
 
 logger = logging.getLogger(__name__)
 
-TICK_SECONDS = 0.1  # how often the pump thread expires leases and serves heartbeats
+__all__ = ["AMQPQueue", "BrokerError", "BrokerLoginRefused", "BrokerUnavailable", "PublishError"]
+
 MAX_BATCH = 100  # messages per receive / settled under one hold of the lock
 #: RabbitMQ's default ``max_message_size`` since 4.0 (3.x allowed 128 MiB): a body that fits
 #: works on every broker with default settings.
@@ -57,7 +70,6 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 CAPABILITIES = QueueCapabilities(
     max_batch=MAX_BATCH, max_lease_seconds=None, max_body_bytes=MAX_BODY_BYTES, counts=True
 )
-ATTEMPT_HEADER = "x-simpletasks-attempt"  # on a handed-back copy: the attempt it ended
 _T = TypeVar("_T")
 # A closed or broken connection/channel: the broker has requeued what we held.
 _LOST = (
@@ -72,14 +84,6 @@ class _Delivery:
     queue: AMQPQueue
     generation: int  # which connection of ``queue`` delivered it
     tag: int
-
-
-@dataclass(eq=False)
-class _Lease:
-    until: float  # monotonic
-    message: Message
-    properties: Any  # pika.BasicProperties of the delivery
-    body: bytes
 
 
 class AMQPQueue:
@@ -123,13 +127,11 @@ class AMQPQueue:
         self._connection: pika.BlockingConnection | None = None
         self._channel: Any = None
         self._generation = 0
-        self._leases: dict[int, _Lease] = {}  # by delivery tag
+        self._leases = LeaseBook(name, self.url)
         self._closed = threading.Event()
+        self._pump: Pump | None = None
         self._declare(create, arguments)
-        self._pump_thread = threading.Thread(
-            target=self._pump, name=f"simpletasks-amqp-{name}", daemon=True
-        )
-        self._pump_thread.start()
+        self._pump = Pump(f"simpletasks-amqp-{name}", self._tick, self._closed).start()
 
     @classmethod
     def from_url(cls, url: str, *, create: bool = False, **kwargs: Any) -> AMQPQueue:
@@ -145,15 +147,18 @@ class AMQPQueue:
 
     # connection
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the lock, with pika's own ERROR logs silenced (we report failures once)."""
+        with self._lock, quiet_pika():
+            yield
+
     def _open_channel(self) -> Any:
         """Return the channel, connecting first if needed. Call with the lock held."""
         if self._closed.is_set():
             raise BrokerError(f"{self.url} is closed")
         if self._channel is None:
-            try:
-                connection = pika.BlockingConnection(self._parameters)
-            except pika.exceptions.AMQPConnectionError as exc:
-                raise BrokerError(f"cannot connect to RabbitMQ at {self.url}: {exc!r}") from exc
+            connection = connect(self._parameters, self.url)
             self._channel = connection.channel()
             self._channel.confirm_delivery()
             self._connection = connection
@@ -161,12 +166,11 @@ class AMQPQueue:
 
     def _drop(self, reason: object) -> None:
         """Forget the connection (the broker requeues what we held). Call with the lock held."""
-        if self._leases:
+        if held := self._leases.clear():
             logger.warning(
                 "%s: connection lost (%s); the broker redelivers the %d message(s) held here",
-                *(self.url, reason, len(self._leases)),
+                *(self.url, reason, held),
             )
-        self._leases.clear()
         self._generation += 1
         connection, self._connection, self._channel = self._connection, None, None
         if connection is not None and connection.is_open:
@@ -175,11 +179,11 @@ class AMQPQueue:
 
     def _call(self, what: str, action: Callable[[Any], _T]) -> _T:
         """Run ``action(channel)`` under the lock; retry once on a new connection if it broke."""
-        with self._lock:
+        with self._locked():
             for attempt in (1, 2):
                 channel = self._open_channel()
                 try:
-                    self._expire(channel)
+                    self._leases.expire(channel)
                     return action(channel)
                 except _LOST as exc:
                     self._drop(exc)
@@ -191,7 +195,7 @@ class AMQPQueue:
     def _declare(self, create: bool, arguments: Mapping[str, Any] | None) -> None:
         declare = {"x-queue-type": "quorum", **(arguments or {})}
         try:
-            with self._lock:
+            with self._locked():
                 try:
                     self._open_channel().queue_declare(
                         self.name, passive=not create, durable=True, arguments=declare
@@ -213,41 +217,16 @@ class AMQPQueue:
             self.close()
             raise
 
-    def _pump(self) -> None:
-        while not self._closed.wait(TICK_SECONDS):
-            with self._lock:
-                if self._connection is None or self._closed.is_set():
-                    continue
-                try:
-                    self._expire(self._channel)
-                    self._connection.process_data_events(0)
-                except pika.exceptions.AMQPError as exc:
-                    self._drop(exc)
-                except Exception:
-                    logger.exception("%s: unexpected error in the lease pump", self.url)
-
-    def _expire(self, channel: Any) -> None:
-        """Hand back messages whose lease ran out. Call with the lock held."""
-        now = time.monotonic()
-        for tag in [tag for tag, lease in self._leases.items() if lease.until <= now]:
-            self._hand_back(channel, tag)
-
-    def _hand_back(self, channel: Any, tag: int) -> None:
-        """Make a leased message visible again as a confirmed copy that carries its attempt."""
-        lease = self._leases[tag]
-        properties = lease.properties
-        headers = dict(properties.headers or {})
-        headers.pop("x-delivery-count", None)
-        headers[ATTEMPT_HEADER] = lease.message.attempt
-        properties.headers, properties.message_id = headers, lease.message.id
-        try:
-            channel.basic_publish("", self.name, lease.body, properties, mandatory=True)
-        except (pika.exceptions.NackError, pika.exceptions.UnroutableError) as exc:
-            logger.warning("%s: requeueing %s as it is: %r", self.url, lease.message.id, exc)
-            channel.basic_reject(tag, requeue=True)  # uncounted, but not lost
-        else:
-            channel.basic_ack(tag)
-        del self._leases[tag]
+    def _tick(self) -> None:
+        """The pump's work: expire leases and serve heartbeats, under the lock."""
+        with self._locked():
+            if self._connection is None or self._closed.is_set():
+                return
+            try:
+                self._leases.expire(self._channel)
+                self._connection.process_data_events(0)
+            except pika.exceptions.AMQPError as exc:
+                self._drop(exc)
 
     # receiving and settling
 
@@ -269,14 +248,11 @@ class AMQPQueue:
             method, properties, body = channel.basic_get(self.name, auto_ack=False)
             if method is None:
                 break
-            headers = properties.headers or {}
-            returns = headers.get("x-delivery-count", int(method.redelivered))
-            attempt = int(headers.get(ATTEMPT_HEADER, 0)) + int(returns) + 1
+            attempt = attempt_of(properties, method.redelivered)
             message_id = properties.message_id or hashlib.sha256(body).hexdigest()[:32]
             handle = _Delivery(self, self._generation, method.delivery_tag)
             message = Message(message_id, body.decode("utf-8", errors="replace"), attempt, handle)
-            until = time.monotonic() + lease_seconds
-            self._leases[method.delivery_tag] = _Lease(until, message, properties, body)
+            self._leases.add(method.delivery_tag, message, properties, body, lease_seconds)
             messages.append(message)
         return messages
 
@@ -284,14 +260,18 @@ class AMQPQueue:
         self, action: str, messages: Sequence[Message], seconds: float = 0.0
     ) -> list[Message]:
         """Settle ``messages``, :data:`MAX_BATCH` per hold of the lock; return the lost ones."""
-        deliveries: list[_Delivery] = [
-            _checks.check_handle(m, _Delivery, "RabbitMQ queue", origin="queue", here=self)
-            for m in messages
-        ]
+        deliveries: list[_Delivery] = []
+        for message in messages:
+            deliveries.append(_checks.check_handle(message, _Delivery, "RabbitMQ queue"))
+            if deliveries[-1].queue is not self:  # leases live on the receiving connection
+                raise ValueError(
+                    f"message {message.id!r} was received by another queue object; settle it "
+                    "through the object that received it"
+                )
         pairs = list(zip(messages, deliveries, strict=True))
         lost: list[Message] = []
         for chunk in _common.chunks(pairs, MAX_BATCH):
-            with self._lock:
+            with self._locked():
                 for message, delivery in chunk:
                     if not self._settle_one(action, message, delivery, seconds):
                         lost.append(message)
@@ -308,12 +288,11 @@ class AMQPQueue:
             return False
         try:
             if action == "extend":
-                lease.until = time.monotonic() + seconds
+                self._leases.extend(delivery.tag, seconds)
             elif action == "ack":
-                del self._leases[delivery.tag]
-                self._channel.basic_ack(delivery.tag)
+                self._leases.ack(self._channel, delivery.tag)
             else:
-                self._hand_back(self._channel, delivery.tag)
+                self._leases.hand_back(self._channel, delivery.tag)
         except _LOST as exc:
             self._drop(exc)  # the broker requeues it: the lease is lost, as on timeout
             why = "its lease was lost with the connection"
@@ -401,9 +380,7 @@ class AMQPQueue:
         """Delete every ready message and every message leased here (not other clients')."""
 
         def purge(channel: Any) -> None:
-            for tag in list(self._leases):
-                del self._leases[tag]
-                channel.basic_ack(tag)
+            self._leases.ack_all(channel)
             channel.queue_purge(self.name)
 
         self._call("purge", purge)
@@ -415,10 +392,9 @@ class AMQPQueue:
     def close(self) -> None:
         """Close the connection; the broker requeues messages still leased here."""
         self._closed.set()
-        pump = getattr(self, "_pump_thread", None)
-        if pump is not None and pump is not threading.current_thread():
-            pump.join()
-        with self._lock:
+        if self._pump is not None:
+            self._pump.join()
+        with self._locked():
             self._leases.clear()
             self._drop("closed")
 

@@ -93,8 +93,11 @@ class PubSubQueue:
             creates none.
 
     Raises:
-        ConfigError: If the subscription does not exist (and ``create`` is false), is not
-            attached to ``topic``, or no credentials are found.
+        ConfigError: If the subscription does not exist (and ``create`` is false) or is not
+            attached to ``topic``.
+        CredentialsError: If no Google credentials are found.
+        ServiceUnavailable: If the emulator (``emulator_host`` or ``PUBSUB_EMULATOR_HOST``)
+            does not answer, or Pub/Sub cannot be reached.
     """
 
     def __init__(
@@ -120,19 +123,23 @@ class PubSubQueue:
         self._subscriber: Any = None
         self._publisher: Any = None
         try:
+            if subscriber is None or publisher is None:
+                admin.check_emulator(emulator_host, self.url)
             self._subscriber = subscriber or make_client("subscriber", emulator_host)
             self._publisher = publisher or make_client("publisher", emulator_host)
             subscriber, publisher = self._subscriber, self._publisher
-            if create:
-                admin.create(
-                    subscriber,
-                    publisher,
-                    self.subscription_path,
-                    topic or subscription,
-                    ack_deadline_seconds=ack_deadline_seconds,
-                    dead_letter_attempts=dead_letter_attempts,
-                )
-            info = admin.describe(subscriber, self.subscription_path, topic)
+            target = str(getattr(subscriber, "target", None) or emulator_host or "Pub/Sub")
+            with admin.service_errors(self.url, target):
+                if create:
+                    admin.create(
+                        subscriber,
+                        publisher,
+                        self.subscription_path,
+                        topic or subscription,
+                        ack_deadline_seconds=ack_deadline_seconds,
+                        dead_letter_attempts=dead_letter_attempts,
+                    )
+                info = admin.describe(subscriber, self.subscription_path, topic)
         except BaseException:
             self.close()
             raise

@@ -93,10 +93,11 @@ class SQSQueue:
         self._owns_client = client is None
         self._client = client or make_client(endpoint_url=endpoint_url, region_name=region_name)
         try:
-            self.queue_url = self._resolve(create, attributes or {})
-            attrs = self._client.get_queue_attributes(
-                QueueUrl=self.queue_url, AttributeNames=["MaximumMessageSize"]
-            )["Attributes"]
+            with aws.open_errors(self._client, "SQS", self.url):
+                self.queue_url = self._resolve(create, attributes or {})
+                attrs = self._client.get_queue_attributes(
+                    QueueUrl=self.queue_url, AttributeNames=["MaximumMessageSize"]
+                )["Attributes"]
         except BaseException:
             self.close()
             raise

@@ -29,7 +29,13 @@ from simpletasks.errors import ConfigError
 from simpletasks.message import BasicInfo, TaskMessage
 from simpletasks.queues import Message, QueueCounts, open_queue
 from simpletasks.queues._amqp import parse_url
-from simpletasks.queues.amqp import AMQPQueue, BrokerError, PublishError
+from simpletasks.queues.amqp import (
+    AMQPQueue,
+    BrokerError,
+    BrokerLoginRefused,
+    BrokerUnavailable,
+    PublishError,
+)
 from simpletasks.registry import TaskRegistry
 from simpletasks.settings import DaemonSettings
 from simpletasks.tasks.noop import NoOpTask, make_example_job
@@ -160,20 +166,60 @@ def test_missing_queue_without_create_says_so(
     assert opened(name, create=False).counts() == QueueCounts(visible=0, in_flight=0)
 
 
+def closed_port() -> int:
+    """A port on 127.0.0.1 where nothing listens (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @pytest.mark.parametrize(
-    ("base", "match"),
+    ("base", "error", "match"),
     [
-        ("amqp://guest:wrong-pw@127.0.0.1:5672/%2F", "cannot connect to RabbitMQ at amqp://guest"),
-        ("amqp://127.0.0.1:5672/no-such-vhost", "cannot connect to RabbitMQ at .*no-such-vhost"),
-        ("amqp://127.0.0.1:9/%2F", r"cannot connect to RabbitMQ at amqp://127\.0\.0\.1:9/"),
+        (
+            "amqp://guest:wrong-pw@127.0.0.1:5672/%2F",
+            BrokerLoginRefused,
+            r"^RabbitMQ at 127\.0\.0\.1:5672 refused the login of user 'guest' "
+            r"\(amqp://guest:\*\*\*@127.*\): check the user and password in the URL",
+        ),
+        (
+            "amqp://127.0.0.1:5672/no-such-vhost",
+            BrokerLoginRefused,
+            r"does not let user 'guest' use vhost 'no-such-vhost' .*: check the vhost in the URL",
+        ),
+        (
+            "amqp://guest:wrong-pw@127.0.0.1:{closed}/%2F",
+            BrokerUnavailable,
+            r"^cannot connect to RabbitMQ at 127\.0\.0\.1:\d+ \(amqp://guest:\*\*\*@.*\): "
+            r"connection refused\. Is the broker running",
+        ),
     ],
 )
-def test_unreachable_broker_or_bad_login_is_a_broker_error(
-    rabbitmq_url: str, base: str, match: str
+def test_unreachable_broker_or_bad_login_says_so_once_without_the_password(
+    rabbitmq_url: str, base: str, error: type, match: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with pytest.raises(BrokerError, match=match) as info:
-        AMQPQueue.from_url(f"{base}?queue=x")
-    assert "wrong-pw" not in str(info.value)
+    caplog.set_level(logging.DEBUG)
+    start = time.monotonic()
+    with pytest.raises(error, match=match) as info:
+        AMQPQueue.from_url(base.format(closed=closed_port()) + "?queue=x")
+    assert time.monotonic() - start < 5
+    assert isinstance(info.value, BrokerError)
+    assert "\n" not in str(info.value)  # one line
+    assert "wrong-pw" not in str(info.value) and "wrong-pw" not in repr(info.value)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    pika_errors = [r for r in caplog.records if r.name.startswith("pika") and r.levelno >= 40]
+    assert pika_errors == []  # pika's own ERROR lines are silenced; we said it once
+    assert "wrong-pw" not in caplog.text
+
+
+def test_redact_url_masks_passwords_everywhere() -> None:
+    from simpletasks.urls import redact, redact_url
+
+    assert redact_url("amqp://app:s3cret@h:5672/v?queue=q") == "amqp://app:***@h:5672/v?queue=q"
+    assert redact_url("amqp://h/%2F?queue=q") == "amqp://h/%2F?queue=q"
+    assert redact_url("amqps://u:p@ss@h/") == "amqps://u:***@h/"
+    text = "failed: amqp://u:pw1@a/x then AMQP://v:pw2@b/y"
+    assert "pw1" not in redact(text) and "pw2" not in redact(text)
 
 
 def test_an_existing_classic_queue_is_used_as_it_is(
@@ -317,6 +363,8 @@ class CuttableProxy:
 
     def close(self) -> None:
         self.cut()
+        with contextlib.suppress(OSError):  # wakes the accept() thread, stops listening
+            self.server.shutdown(socket.SHUT_RDWR)
         self.server.close()
 
 
@@ -344,6 +392,7 @@ def test_messages_held_on_a_lost_connection_come_back(
         remote.ack(held)  # its lease went with the connection: ignored, not raised
         remote.extend(held, 10)
     assert f"ack of message {held.id} ignored" in caplog.text
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("pika")] == []
     remote.send("after the cut")  # reconnects through the proxy
     direct.ack(back)
     assert receive_one(direct).body == "after the cut"
@@ -455,3 +504,23 @@ def test_daemon_runs_tasks_from_rabbitmq(
     assert json.loads(error.body)["attempt"] == 1
     assert len(list(bucket.list("datasets/noop_dataset/0_output/"))) == 4
     assert tasks.counts() == QueueCounts(visible=0, in_flight=0)
+
+
+def test_a_broker_that_goes_away_is_reported_once_by_us_not_by_pika(
+    opened: Callable[..., AMQPQueue],
+    name: str,
+    proxy: CuttableProxy,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    queue = opened(name, base=f"amqp://127.0.0.1:{proxy.port}/%2F")
+    queue.send("x")
+    [held] = queue.receive(wait_seconds=2)
+    proxy.close()  # the connection drops and nothing answers at that port any more
+    time.sleep(0.3)  # the pump notices
+    with pytest.raises(BrokerUnavailable, match=r"^cannot connect to RabbitMQ at 127\.0\.0\.1"):
+        queue.receive()
+    queue.ack(held)  # lost with the connection: a warning of ours
+    pika_says = [r for r in caplog.records if r.name.startswith("pika") and r.levelno >= 30]
+    assert pika_says == []
+    assert caplog.text.count(f"ack of message {held.id} ignored") == 1

@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import os
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from simpletasks.cache import FileSystemCache
 from simpletasks.daemon import DaemonService
 from simpletasks.datasource import BucketCacheDatasource
 from simpletasks.emulators.pubsub import Launcher, PubSubEmulator, find_launcher
-from simpletasks.errors import ConfigError
+from simpletasks.errors import ConfigError, CredentialsError, ServiceUnavailable
 from simpletasks.queues import Message, QueueCounts, QueueService, open_queue
 from simpletasks.registry import TaskRegistry
 from simpletasks.scheduler import schedule
@@ -132,8 +133,37 @@ def test_missing_credentials_say_how_to_provide_them(
 ) -> None:
     monkeypatch.delenv("PUBSUB_EMULATOR_HOST", raising=False)
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
-    with pytest.raises(ConfigError, match=r"no Google credentials for Pub/Sub .*emulator_host="):
+    with pytest.raises(
+        CredentialsError, match=r"no Google credentials for Pub/Sub .*emulator_host="
+    ):
         PubSubQueue.from_url("pubsub://my-project/jobs")
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 where nothing listens (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("how", ["argument", "environment"])
+def test_an_emulator_that_is_down_is_reported_within_seconds(
+    how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    address = f"127.0.0.1:{closed_port()}"
+    kwargs = {"emulator_host": address} if how == "argument" else {}
+    if how == "environment":
+        monkeypatch.setenv("PUBSUB_EMULATOR_HOST", address)
+    start = time.monotonic()
+    with pytest.raises(ServiceUnavailable) as info:
+        open_queue("pubsub://my-project/jobs", **kwargs)
+    assert time.monotonic() - start < 5  # was a 45 s hang, then RetryError
+    source = "emulator_host=" if how == "argument" else "PUBSUB_EMULATOR_HOST"
+    assert str(info.value) == (
+        f"the Pub/Sub emulator at {address} (from {source}) does not answer for "
+        f"pubsub://my-project/jobs: connection refused; start it (`simpletasks local --stack`, "
+        "or `gcloud beta emulators pubsub start --host-port=HOST:PORT`) or fix the address"
+    )
 
 
 # opening: topic lookup, both forms, creation
