@@ -1,14 +1,15 @@
 """PLLS: our power_log_log_slope against CellProfiler's own function, same images, same run.
 
-The reference is ``get_power_spectrum_measurement_values`` (``cellprofiler_library.functions.
-measurement``)
-from the PyPI package ``cellprofiler-library-nightly``. It pins numpy < 2, so it runs in a
-separate virtual environment (created on first use under
-``~/.cache/simpletasks-bench/cpvenv``, reused afterwards) through a subprocess. Both sides
-read the same images from ``.npy`` files and get them scaled to [0, 1] by dtype, as
-CellProfiler loads them. Each image is timed ``--repeat`` times on each side (median kept);
+The reference is ``get_power_spectrum_measurement_values`` (module
+``cellprofiler_library.functions.measurement``) from the PyPI package
+``cellprofiler-library-nightly``. It pins numpy < 2, so it runs in a separate virtual
+environment (created on first use under ``~/.cache/simpletasks-bench/cpvenv``, reused
+afterwards) in a subprocess, which reads the images from ``.npy`` files written from the
+arrays our side uses. Both sides get them scaled to [0, 1] by dtype, as CellProfiler loads
+them. Each image is timed ``--repeat`` times on each side (median kept);
 our side's first call on a new shape (which builds and caches the label plan) is reported
-separately as ``ours_cold_s``.
+separately as ``ours_cold_s``. The two sides alternate call by call (the reference stays
+running in its subprocess), so both see the same load on a shared machine.
 
     python benchmarks/tier_plls.py [--repeat 3] [--venv DIR] [--output FILE]
 
@@ -43,20 +44,17 @@ DEFAULT_VENV = Path("~/.cache/simpletasks-bench/cpvenv").expanduser()
 PACKAGE = "cellprofiler-library-nightly"
 
 REFERENCE = r"""
-import json, sys, time, statistics
+import json, sys, time
 import numpy as np
 from cellprofiler_library.functions.measurement import get_power_spectrum_measurement_values
-repeat = int(sys.argv[1]); out = {}
-for path in sys.argv[2:]:
-    raw = np.load(path)
+print(json.dumps({"numpy": np.__version__}), flush=True)
+for line in sys.stdin:  # one .npy path per line; answers value and seconds of one call
+    raw = np.load(line.strip())
     img = raw.astype(np.float64) / np.iinfo(raw.dtype).max if raw.dtype.kind == "u" else raw
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        value = float(np.ravel(get_power_spectrum_measurement_values(img))[0])
-        times.append(time.perf_counter() - t)
-    out[path] = {"value": value, "seconds": statistics.median(times)}
-print(json.dumps({"numpy": np.__version__, "results": out}))
+    t = time.perf_counter()
+    value = float(np.ravel(get_power_spectrum_measurement_values(img))[0])
+    seconds = time.perf_counter() - t
+    print(json.dumps({"value": value, "seconds": seconds}), flush=True)
 """
 
 
@@ -85,20 +83,14 @@ def images() -> dict[str, np.ndarray]:
     }
 
 
-def time_ours(img: np.ndarray, repeat: int) -> tuple[float, float, float]:
-    """Return (value, cold seconds, median warm seconds)."""
+def time_ours_cold(img: np.ndarray) -> tuple[float, float]:
+    """Return (value, seconds) of a first call on this shape (label plan built and cached)."""
     from simpletasks.tasks.tiering import plls
 
     plls._plan.cache_clear()
     t = time.perf_counter()
     value = power_log_log_slope(img)
-    cold = time.perf_counter() - t
-    warm = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        power_log_log_slope(img)
-        warm.append(time.perf_counter() - t)
-    return value, cold, statistics.median(warm)
+    return value, time.perf_counter() - t
 
 
 def main() -> None:
@@ -115,31 +107,49 @@ def main() -> None:
         for name, img in imgs.items():
             paths[name] = os.path.join(tmp, f"{name}.npy")
             np.save(paths[name], img)
-        logger.info("reference (CellProfiler) on %d images, %d repeats", len(imgs), args.repeat)
-        ref_run = subprocess.run(
-            [str(python), "-c", REFERENCE, str(args.repeat), *paths.values()],
-            check=True,
-            capture_output=True,
+        logger.info("CellProfiler and ours, alternating, %d repeats", args.repeat)
+        ref_proc = subprocess.Popen(
+            [str(python), "-c", REFERENCE],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
             text=True,
         )
-        ref = json.loads(ref_run.stdout)
-    logger.info("ours on the same images")
-    per_image = {}
-    for name, img in imgs.items():
-        unit = to_unit_float(img)
-        value, cold, warm = time_ours(unit, args.repeat)
-        r = ref["results"][paths[name]]
-        per_image[name] = {
-            "shape": list(img.shape),
-            "dtype": str(img.dtype),
-            "reference": r["value"],
-            "ours": value,
-            "abs_diff": abs(value - r["value"]),
-            "reference_s": round(r["seconds"], 4),
-            "ours_s": round(warm, 4),
-            "ours_cold_s": round(cold, 4),
-            "speedup": round(r["seconds"] / warm, 2),
-        }
+        assert ref_proc.stdin is not None and ref_proc.stdout is not None
+        ref_numpy = json.loads(ref_proc.stdout.readline())["numpy"]
+
+        def reference(path: str) -> dict[str, float]:
+            ref_proc.stdin.write(path + "\n")  # type: ignore[union-attr]
+            ref_proc.stdin.flush()  # type: ignore[union-attr]
+            return json.loads(ref_proc.stdout.readline())  # type: ignore[union-attr]
+
+        per_image = {}
+        try:
+            for name, img in imgs.items():
+                unit = to_unit_float(img)
+                value, cold = time_ours_cold(unit)
+                ref_times, our_times, ref_value = [], [], None
+                for _ in range(args.repeat):  # alternate, so both see the same machine load
+                    r = reference(paths[name])
+                    ref_value = r["value"]
+                    ref_times.append(r["seconds"])
+                    t = time.perf_counter()
+                    power_log_log_slope(unit)
+                    our_times.append(time.perf_counter() - t)
+                ref_s, our_s = statistics.median(ref_times), statistics.median(our_times)
+                per_image[name] = {
+                    "shape": list(img.shape),
+                    "dtype": str(img.dtype),
+                    "reference": ref_value,
+                    "ours": value,
+                    "abs_diff": abs(value - ref_value),
+                    "reference_s": round(ref_s, 4),
+                    "ours_s": round(our_s, 4),
+                    "ours_cold_s": round(cold, 4),
+                    "speedup": round(ref_s / our_s, 2),
+                }
+        finally:
+            ref_proc.stdin.close()
+            ref_proc.wait(timeout=60)
     big = [v for k, v in per_image.items() if k.startswith(("cells_2160", "noise_2160"))]
     result = {
         "benchmark": "tier_plls",
@@ -147,7 +157,7 @@ def main() -> None:
         "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
         "versions": {
             **versions("numpy", "simpletasks"),
-            "reference_numpy": ref["numpy"],
+            "reference_numpy": ref_numpy,
             "reference": PACKAGE,
         },
         "repeat": args.repeat,
