@@ -47,7 +47,8 @@ def openapi() -> Response:
     """The OpenAPI description of this API."""
     from simpletasks.web.openapi import description
 
-    return jsonify(description(request.host_url.rstrip("/")))
+    limit = state().config.max_tasks_per_request
+    return jsonify(description(request.host_url.rstrip("/"), max_tasks=limit))
 
 
 @blueprint.get("/server/")
@@ -121,7 +122,9 @@ def create_job() -> tuple[Response, int]:
     data = _body({"name", "task_type", "payload", "base_directory"})
     name = _string(data, "name", required=True, max_len=_NAME_MAX)
     task_type = _string(data, "task_type", required=True, max_len=_NAME_MAX)
-    base = _string(data, "base_directory", required=False, max_len=500)
+    base = data.get("base_directory")
+    if "base_directory" in data and not isinstance(base, str):
+        raise ApiError(400, "bad_request", "base_directory must be a string")
     with state().sessions() as session:
         job = jobs_.new_job(
             session,
@@ -166,7 +169,7 @@ def submit_tasks(job_id: str) -> tuple[Response, int]:
         raise ApiError(400, "bad_request", "tasks must be a non-empty array of objects")
     limit = s.config.max_tasks_per_request
     if len(items) > limit:
-        raise ApiError(413, "too_large", f"{len(items)} tasks in one request; at most {limit}")
+        raise ApiError(400, "too_many", f"{len(items)} tasks in one request; at most {limit}")
     parsed = []
     for i, item in enumerate(items):
         if not isinstance(item, dict):
@@ -291,7 +294,7 @@ def _string(data: dict[str, Any], name: str, *, required: bool, max_len: int) ->
     value = data.get(name)
     if value is None and not required:
         return None
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str) or not value:
         raise ApiError(400, "bad_request", f"{name} must be a non-empty string")
     if len(value) > max_len:
         raise ApiError(400, "bad_request", f"{name} is longer than {max_len} characters")

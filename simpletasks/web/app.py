@@ -101,6 +101,8 @@ def create_app(
         consumer=consumer,
         started=time.time(),
     )
+    app.add_template_filter(human_bytes)
+    app.add_template_filter(human_seconds)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(pages.blueprint)
     app.register_blueprint(links_view.blueprint)
@@ -116,6 +118,25 @@ def create_app(
         return response
 
     return app
+
+
+def human_bytes(n: float) -> str:
+    """``1536`` → ``"1.5 KB"`` (for pages)."""
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def human_seconds(s: float) -> str:
+    """``7200`` → ``"2 hours"`` (for pages)."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if s >= size:
+            value = s / size
+            text = f"{value:.0f}" if value == int(value) else f"{value:.1f}"
+            return f"{text} {unit}{'' if text == '1' else 's'}"
+    return f"{s:.0f} seconds"
 
 
 def wants_json() -> bool:

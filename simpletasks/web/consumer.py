@@ -198,20 +198,27 @@ class ReportConsumer:
         return applied
 
     def _commit(self, reports: list[ErrorReport | DoneReport]) -> int:
-        with self.sessions() as session:
-            try:
-                fresh = [apply_report(session, r) for r in reports]
-                session.commit()
-            except IntegrityError:
-                session.rollback()
-                if len(reports) > 1:
-                    raise
-                self.duplicates += 1
-                return 0
-        applied = sum(fresh)
-        self.consumed += applied
-        self.duplicates += len(fresh) - applied
-        return applied
+        """Apply ``reports`` in one transaction; return how many were new.
+
+        A lone report that hits a unique constraint (another consumer stored it, or the
+        same worker, at the same moment) is tried again in a fresh transaction, which then
+        sees the other's row. Several reports raise, and the caller applies them one by one.
+        """
+        for attempt in range(1, 4):
+            with self.sessions() as session:
+                try:
+                    fresh = [apply_report(session, r) for r in reports]
+                    session.commit()
+                except IntegrityError:
+                    session.rollback()
+                    if len(reports) > 1 or attempt == 3:
+                        raise
+                    continue
+            applied = sum(fresh)
+            self.consumed += applied
+            self.duplicates += len(fresh) - applied
+            return applied
+        raise AssertionError("unreachable")
 
     def start(self, wait_seconds: float = 5.0) -> None:
         """Consume in a background thread until :meth:`stop`."""

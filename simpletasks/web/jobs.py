@@ -26,7 +26,16 @@ from simpletasks.web.errors import ApiError
 
 logger = logging.getLogger(__name__)
 
-_TASK_TYPE = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+#: What the API accepts as a task type, a base directory and an input key (the OpenAPI
+#: description states the same patterns). Keys: ``/``-separated segments that start with a
+#: letter, digit or ``_``, so none is empty, ``.`` or ``..``.
+TASK_TYPE_PATTERN = r"^[A-Za-z0-9_.:-]{1,200}$"
+_SEGMENT = r"[A-Za-z0-9_][A-Za-z0-9_.=+,@~-]*"
+KEY_PATTERN = rf"^{_SEGMENT}(/{_SEGMENT})*$"
+BASE_PATTERN = rf"^({_SEGMENT}(/{_SEGMENT})*)?$"
+_TASK_TYPE = re.compile(TASK_TYPE_PATTERN)
+_KEY = re.compile(KEY_PATTERN)
+_BASE = re.compile(BASE_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,13 @@ def new_job(
         raise ApiError(400, "bad_request", "task_type must be 1-200 of A-Z a-z 0-9 _ . : -")
     job_id = uuid.uuid4().hex
     base = base_directory if base_directory is not None else f"jobs/{job_id}"
+    if len(base) > 500 or not _BASE.search(base):
+        raise ApiError(
+            400,
+            "bad_request",
+            "base_directory must be a relative key: segments of "
+            "A-Z a-z 0-9 _ . = + , @ ~ - starting with a letter, digit or _, separated by /",
+        )
     try:  # the message schema checks the base directory (no .., no absolute path)
         TaskMessage.from_dict({"basic_info": {"id": 0, "name": task_type, "base_directory": base}})
     except MessageError as exc:
@@ -100,6 +116,14 @@ def submit(
     messages: list[TaskMessage] = []
     limit = queue.capabilities.max_body_bytes
     for i, item in enumerate(items):
+        for j, key in enumerate(item.inputs):
+            if len(key) > 1000 or not _KEY.search(key):
+                raise ApiError(
+                    400,
+                    "bad_request",
+                    f"tasks[{i}].inputs[{j}] {key[:100]!r} is not a safe "
+                    "relative key (no empty, '.' or '..' segment, no leading /, no backslash)",
+                )
         data = {
             "basic_info": {
                 "id": first + i,

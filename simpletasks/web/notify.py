@@ -74,9 +74,9 @@ class Notifier:
                 token = self.signer.result_token(job.id, key, seconds)
                 outputs.append(f"{key.rsplit('/', 1)[-1]}: {self.public_url}/r/{token}")
         if outputs:
-            days = seconds / 86400
-            when = f"{days:.0f} days" if days >= 1 else f"{seconds / 3600:.1f} hours"
-            lines.append(f"Results (links expire in {when}):")
+            from simpletasks.web.app import human_seconds
+
+            lines.append(f"Results (links expire in {human_seconds(seconds)}):")
             lines.extend(outputs)
             lines.append("")
         page = self.signer.job_token(job.id, seconds)

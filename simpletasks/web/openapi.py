@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import simpletasks
+from simpletasks.web.jobs import BASE_PATTERN, KEY_PATTERN, TASK_TYPE_PATTERN
 
 _ID = {"type": "string", "minLength": 1, "maxLength": 64}
 _NUM = {"type": "number"}
@@ -34,7 +36,11 @@ _ERRORS = {
 }
 _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": _ID}
 _PAGING = [
-    {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 1}},
+    {
+        "name": "page",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 1_000_000_000, "default": 1},
+    },
     {
         "name": "per_page",
         "in": "query",
@@ -51,9 +57,9 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "name": {"type": "string", "minLength": 1, "maxLength": 200},
-            "task_type": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,200}$"},
+            "task_type": {"type": "string", "pattern": TASK_TYPE_PATTERN},
             "payload": {"description": "Default payload_info of the job's tasks (any JSON)"},
-            "base_directory": {"type": "string", "maxLength": 500},
+            "base_directory": {"type": "string", "maxLength": 500, "pattern": BASE_PATTERN},
         },
         "required": ["name", "task_type"],
         "additionalProperties": False,
@@ -98,10 +104,14 @@ SCHEMAS: dict[str, Any] = {
             "tasks": {
                 "type": "array",
                 "minItems": 1,
+                "maxItems": 1000,
                 "items": {
                     "type": "object",
                     "properties": {
-                        "inputs": {"type": "array", "items": {"type": "string"}},
+                        "inputs": {
+                            "type": "array",
+                            "items": {"type": "string", "maxLength": 1000, "pattern": KEY_PATTERN},
+                        },
                         "payload": {"description": "payload_info; the job's default if absent"},
                     },
                     "additionalProperties": False,
@@ -171,8 +181,15 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
-def description(server_url: str = "") -> dict[str, Any]:
-    """Return the OpenAPI document, with ``server_url`` as its server if given."""
+def description(server_url: str = "", max_tasks: int = 1000) -> dict[str, Any]:
+    """Return the OpenAPI document, with ``server_url`` as its server if given.
+
+    Args:
+        server_url: Base URL of the service.
+        max_tasks: Longest task list one submission accepts.
+    """
+    schemas = copy.deepcopy(SCHEMAS)
+    schemas["TaskSubmit"]["properties"]["tasks"]["maxItems"] = max_tasks
     paths: dict[str, Any] = {
         "/server/": {
             "get": {
@@ -279,7 +296,7 @@ def description(server_url: str = "") -> dict[str, Any]:
         },
         "paths": paths,
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": schemas,
             "responses": {"Error": _json(_ref("Error"), "An error")},
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},

@@ -95,7 +95,8 @@ def test_create_get_list_job(client: Any, auth: dict[str, str]):
         ({"name": "x", "task_type": "NO OP"}, 400, "task_type"),
         ({"name": "x", "task_type": "NO_OP", "extra": 1}, 400, "extra"),
         ({"name": "x" * 201, "task_type": "NO_OP"}, 400, "longer"),
-        ({"name": "x", "task_type": "NO_OP", "base_directory": "../up"}, 400, ".."),
+        ({"name": "x", "task_type": "NO_OP", "base_directory": "../up"}, 400, "relative key"),
+        ({"name": "x", "task_type": "NO_OP", "base_directory": "/abs"}, 400, "relative key"),
         ([1, 2], 400, "object"),
     ],
 )
@@ -136,7 +137,7 @@ def test_unknown_job_is_404_everywhere(client: Any, auth: dict[str, str]):
         ([{"inputs": ["../etc/passwd"]}], 400, ".."),
         ([{"inputs": ["/abs"]}], 400, "tasks[0]"),
         ([{"bogus": 1}], 400, "bogus"),
-        ([{}] * 1001, 413, "at most 1000"),
+        ([{}] * 1001, 400, "at most 1000"),
     ],
 )
 def test_bad_task_lists(

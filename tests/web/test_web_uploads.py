@@ -126,7 +126,8 @@ def test_scanner_rejects_infected_upload(env: Any, tmp_path: Path):
     fake = tmp_path / "fakescan.py"  # behaves like clamscan: exit 1 and "<path>: <sig> FOUND"
     fake.write_text(
         "import sys\n"
-        "bad = [p for p in sys.argv[1:] if not p.startswith('-') and b'VIRUS' in open(p,'rb').read()]\n"
+        "args = [p for p in sys.argv[1:] if not p.startswith('-')]\n"
+        "bad = [p for p in args if b'VIRUS' in open(p, 'rb').read()]\n"
         "for p in bad: print(f'{p}: Test.Sig FOUND')\n"
         "sys.exit(1 if bad else 0)\n"
     )
