@@ -182,7 +182,6 @@ def test_no_aws_credentials(urls: dict[str, str], moto_server: Any) -> None:
     one_line_error(result, 1, "credentials")
 
 
-@pytest.mark.slow  # 13 s today: the SQS client retries a refused connection (backend's call)
 def test_aws_endpoint_down(urls: dict[str, str]) -> None:
     pytest.importorskip("boto3")
     env = {**NO_AWS, "AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b",
