@@ -203,6 +203,14 @@ def test_gs_without_credentials(urls: dict[str, str]) -> None:
     one_line_error(invoke(*args, env=env), 1, "credentials")
 
 
+def test_pubsub_emulator_down() -> None:
+    pytest.importorskip("google.cloud.pubsub_v1")
+    result = invoke(
+        "status", "pubsub://my-project/subs", env={"PUBSUB_EMULATOR_HOST": "127.0.0.1:1"}
+    )
+    one_line_error(result, 1, "127.0.0.1:1")
+
+
 def test_local_gcp_without_its_dependencies_names_what_is_missing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
