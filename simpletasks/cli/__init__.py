@@ -44,12 +44,12 @@ for command in (
 
 
 def _add_pipeline_commands() -> None:
-    """Add the commands of the pipeline modules (``cli/edge.py``, ``cli/tier.py``) if present.
+    """Add the commands of cli/edge.py, tier.py and serve.py (other helpers') if present.
 
     Such a module lists its commands in ``COMMANDS``; without it, every click command it
     defines that is not a subcommand of one of its groups is added.
     """
-    for name in ("edge", "tier"):
+    for name in ("edge", "tier", "serve"):
         try:
             module = importlib.import_module(f"simpletasks.cli.{name}")
         except ModuleNotFoundError as exc:
