@@ -4,8 +4,8 @@
   blocks with ``python3`` there; a python block whose first line is ``# NAME.py`` is also
   saved as that file (the README says "save this as ..."). Both get the environment the
   README tells users to set up: the local stack's env file, loaded after ``set -a``.
-  The stack here is the session's moto server (what ``simpletasks local --stack`` starts
-  for SQS and S3; that command itself is tested in test_local_stack.py). HOME is a temporary
+  The stack here is a fresh moto server (what ``simpletasks local --stack`` starts for SQS
+  and S3; that command itself is tested in test_local_stack.py). HOME is a temporary
   directory, so the default cache does not touch the real one.
 - ``json`` blocks must be valid task messages; ``text`` blocks are not code.
 - A block whose first line is ``# readme-test: skip (REASON)`` is not run: the marker is
@@ -20,10 +20,12 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tests_support import require_service
 
 from simpletasks.emulators.moto import MotoServer
 
@@ -88,8 +90,24 @@ def _env_file_values(path: Path) -> dict[str, str]:
     return {k: v for k, v in pairs if not k.startswith("#")}
 
 
+@pytest.fixture
+def fresh_moto() -> Iterator[MotoServer]:
+    """A moto server of this test's own: the tutorial's queue names start empty."""
+    try:
+        import boto3  # noqa: F401
+        import moto.server  # noqa: F401
+    except ImportError as exc:
+        require_service(f"moto[server]/boto3 not installed ({exc.name})")
+    try:
+        server = MotoServer().start()
+    except (RuntimeError, TimeoutError) as exc:
+        require_service(f"moto server did not start: {exc}")
+    yield server
+    server.stop()
+
+
 @pytest.mark.timeout(300)
-def test_readme_runs_as_written(moto_server: MotoServer, tmp_path: Path) -> None:
+def test_readme_runs_as_written(fresh_moto: MotoServer, tmp_path: Path) -> None:
     from simpletasks.buckets import open_bucket
     from simpletasks.local import write_env_file
 
@@ -97,7 +115,7 @@ def test_readme_runs_as_written(moto_server: MotoServer, tmp_path: Path) -> None
     work.mkdir()
     home.mkdir()
     env_file = work / "simpletasks-local.env"
-    write_env_file(env_file, moto_server.env())  # what `simpletasks local --stack` writes
+    write_env_file(env_file, fresh_moto.env())  # what `simpletasks local --stack` writes
     bindir = str(Path(sys.executable).parent)
     env = {
         **os.environ,
@@ -134,7 +152,7 @@ def test_readme_runs_as_written(moto_server: MotoServer, tmp_path: Path) -> None
     assert "1 final failure(s) (THRESHOLD: 1)" in everything  # status
     assert "requeued 1 final failure(s) onto sqs://my-tasks" in everything
     assert "True THRESHOLD 11 prepare" in everything  # the Python report reader
-    bucket = open_bucket("s3://my-bucket/data", client=moto_server.client("s3"))
+    bucket = open_bucket("s3://my-bucket/data", client=fresh_moto.client("s3"))
     masks = sorted(bucket.list("plates/p1/mask/"))
     assert masks == sorted(f"plates/p1/mask/{i}.dat" for i in range(11))  # 10 was requeued
     assert list(bucket.list("plates/p1/mask64/")) == ["plates/p1/mask64/0.dat"]
