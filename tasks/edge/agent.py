@@ -115,9 +115,10 @@ class _PreprocessChooser:
             mine[index] = p
         if not mine:
             return None
-        index = policy.next_preprocess()
-        if index is None:
+        chosen = policy.next_preprocess()
+        if chosen is None:
             return None
+        index = chosen
         if index not in mine:  # cannot happen while every waiting file has its message
             logger.error(
                 "policy chose file %d to pre-process but its message is not waiting", index
@@ -141,9 +142,10 @@ class _UploadChooser:
                 mine[index] = p
         if not mine:
             return None
-        index = self.rt.policy.next_upload()
-        if index is None:
+        chosen = self.rt.policy.next_upload()
+        if chosen is None:
             return None
+        index = chosen
         if index not in mine:  # its message is still being released: choose again later
             self.rt.policy.upload_failed(index)
             return None

@@ -364,7 +364,8 @@ class GatewayServer:
     def __init__(self, gateway: HasteGateway, host: str = "127.0.0.1", port: int = 0) -> None:
         self.gateway = gateway
         self._server = _Server((host, port), gateway)
-        self.host, self.port = self._server.server_address[:2]
+        address = self._server.server_address
+        self.host, self.port = str(address[0]), int(address[1])
         self.address = f"{self.host}:{self.port}"
         self.url = f"http://{self.address}"
         self._thread: threading.Thread | None = None
