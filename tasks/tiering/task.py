@@ -102,6 +102,25 @@ class Scored:
     tier: str
 
 
+_config_cache: dict[str, tuple[float, TierConfig]] = {}
+_config_lock = threading.Lock()
+
+
+def _cached_config(path: str) -> TierConfig:
+    """Load ``path`` once, and again only when its modification time changes."""
+    try:
+        mtime = os.stat(path).st_mtime
+    except OSError:
+        mtime = -1.0  # let load_config report the error
+    with _config_lock:
+        cached = _config_cache.get(path)
+        if cached is not None and cached[0] == mtime:
+            return cached[1]
+        config = load_config(path)
+        _config_cache[path] = (mtime, config)
+        return config
+
+
 class HasteTierTask(DaemonTask):
     """Scores input images (PLLS by default) and files them into storage tiers."""
 
@@ -145,7 +164,7 @@ class HasteTierTask(DaemonTask):
                 f"{NAME} needs a tiering configuration: set {CONFIG_ENV}=/path/tiering.yaml "
                 "(or register HasteTierTask.configured(config))"
             )
-        return load_config(path)
+        return _cached_config(path)
 
     @classmethod
     def resources(cls) -> dict[str, Callable[[], AbstractContextManager[Any]]]:
