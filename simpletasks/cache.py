@@ -10,11 +10,16 @@ sharing one cache directory:
 * per-key locks are ``flock`` locks on files in ``root/.locks``: an exclusive *fill* lock so
   that concurrent fetchers of one key download it once, and a shared *pin* that marks an
   entry in use; eviction takes the pin exclusively without waiting and skips busy entries;
+* a :class:`PinSet` pins any number of keys with one open file: it lists its keys in a
+  record file under ``root/.locks/sessions`` that it holds locked while it lives; eviction
+  reads the live records (and deletes those of crashed processes) and skips their keys;
 * with ``max_bytes``, least recently used entries (last use is the file's mtime, set on every
   access) are evicted after each commit until the cache fits again, if it can.
 
 ``flock`` locks belong to an open file description, so every acquisition opens its own file
-descriptor: two threads of one process exclude each other exactly as two processes do.
+descriptor: two threads of one process exclude each other exactly as two processes do. A
+per-key pin therefore costs a descriptor while held; a task that touches thousands of keys
+pins them with a :class:`PinSet` instead (one descriptor), as datasource sessions do.
 """
 
 from __future__ import annotations
@@ -31,8 +36,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from simpletasks._flock import locked as _locked
 from simpletasks.errors import InvalidKey
 from simpletasks.keys import validate_key
+from simpletasks.pinset import PinSet, live_keys
 
 logger = logging.getLogger(__name__)
 
@@ -41,44 +48,6 @@ RESERVED_NAMES = frozenset({".tmp", ".locks"})
 #: Temp directories older than this (seconds) are left over by a crashed writer.
 STALE_TMP_SECONDS = 3600.0
 _COMMIT_ATTEMPTS = 5
-
-
-def _acquire(path: Path, operation: int) -> int | None:
-    """Open the lock file ``path`` and ``flock`` it; return the descriptor.
-
-    Returns ``None`` if ``operation`` includes ``LOCK_NB`` and the lock is busy. Lock files are
-    unlinked by holders of both exclusive locks (see :meth:`FileSystemCache._drop_lock_files`),
-    so after locking we check that ``path`` still names the file we locked, else retry.
-    """
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, operation)
-            locked = os.fstat(fd)
-            current = os.stat(path, follow_symlinks=False)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        except FileNotFoundError:
-            os.close(fd)
-            continue
-        except BaseException:
-            os.close(fd)
-            raise
-        if (locked.st_dev, locked.st_ino) == (current.st_dev, current.st_ino):
-            return fd
-        os.close(fd)
-
-
-@contextmanager
-def _locked(path: Path, operation: int) -> Iterator[bool]:
-    """Hold ``flock`` ``operation`` on ``path``; yield False (holding nothing) if it was busy."""
-    fd = _acquire(path, operation)
-    try:
-        yield fd is not None
-    finally:
-        if fd is not None:
-            os.close(fd)
 
 
 class FileSystemCache:
@@ -106,7 +75,9 @@ class FileSystemCache:
         self.root = Path(root).resolve(strict=True)
         self._tmp_dir = self.root / ".tmp"
         self._locks_dir = self.root / ".locks"
-        for internal in (self._tmp_dir, self._locks_dir):
+        self._sessions_dir = self._locks_dir / "sessions"
+        self._pins_lock = self._locks_dir / "pins.lock"
+        for internal in (self._tmp_dir, self._locks_dir, self._sessions_dir):
             internal.mkdir(exist_ok=True)
             if not stat.S_ISDIR(os.lstat(internal).st_mode):
                 raise InvalidKey(f"cache directory {internal} must be a real directory")
@@ -301,6 +272,10 @@ class FileSystemCache:
         with _locked(self._lock_paths(key)[0], fcntl.LOCK_SH):
             yield
 
+    def pin_set(self) -> PinSet:
+        """Return a new, empty :class:`PinSet` on this cache (close it when done)."""
+        return PinSet(self._sessions_dir, self._pins_lock, validate=self.path)
+
     def _drop_lock_files(self, key: str) -> None:
         """Unlink both lock files of ``key``; the caller holds both exclusively."""
         for lock_path in self._lock_paths(key):
@@ -356,12 +331,14 @@ class FileSystemCache:
         with _locked(self._locks_dir / "evict.lock", fcntl.LOCK_EX):
             entries = self._entries()
             total = sum(size for _, size, _ in entries)
-            for _, size, key in sorted(entries):
-                if total <= self.max_bytes:
-                    break
-                if key != keep and self._try_evict(key):
-                    total -= size
-                    evicted += 1
+            with _locked(self._pins_lock, fcntl.LOCK_EX):  # no pin set changes meanwhile
+                pinned = live_keys(self._sessions_dir) if total > self.max_bytes else set()
+                for _, size, key in sorted(entries):
+                    if total <= self.max_bytes:
+                        break
+                    if key != keep and key not in pinned and self._try_evict(key):
+                        total -= size
+                        evicted += 1
         if total > self.max_bytes:
             logger.warning(
                 "cache %s holds %d bytes, over max_bytes=%d: the rest is in use",

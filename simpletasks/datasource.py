@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Protocol, overload, runtime_checkable
 
@@ -241,27 +240,25 @@ class BucketCacheDatasource(_DatasourceBase):
 
 
 class DatasourceSession(_DatasourceBase):
-    """A per-task view of a :class:`BucketCacheDatasource`; see its ``session()``."""
+    """A per-task view of a :class:`BucketCacheDatasource`; see its ``session()``.
+
+    Its pins are one :class:`~simpletasks.cache.PinSet`: one open file however many keys
+    the task touches.
+    """
 
     def __init__(self, datasource: BucketCacheDatasource) -> None:
         super().__init__(datasource.bucket, datasource.cache, datasource.max_workers)
-        self._stack = ExitStack()
-        self._pinned: set[str] = set()
-        self._lock = threading.Lock()
+        self._pins = datasource.cache.pin_set()
         self._closed = False
 
     @property
     def pinned(self) -> frozenset[str]:
         """The keys this session holds pinned."""
-        with self._lock:
-            return frozenset(self._pinned)
+        return self._pins.keys
 
     def _hold(self, key: str) -> AbstractContextManager[object]:
-        with self._lock:
-            self._check_open()
-            if key not in self._pinned:
-                self._stack.enter_context(self.cache.pin(key))
-                self._pinned.add(key)
+        self._check_open()
+        self._pins.add(key)
         return nullcontext()
 
     def _check_open(self) -> None:
@@ -270,10 +267,8 @@ class DatasourceSession(_DatasourceBase):
 
     def close(self) -> None:
         """Release every pin; the session cannot be used afterwards."""
-        with self._lock:
-            self._closed = True
-            self._pinned.clear()
-            self._stack.close()
+        self._closed = True
+        self._pins.close()
 
 
 __all__ = ["BucketCacheDatasource", "Datasource", "DatasourceSession"]

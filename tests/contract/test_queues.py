@@ -481,7 +481,7 @@ def test_extend_rejects_a_negative_lease(queue: QueueService) -> None:
 def test_unknown_scheme_names_the_known_ones() -> None:
     with pytest.raises(UnsupportedScheme, match="redis://") as info:
         open_queue("redis://localhost/0")
-    for scheme in ("file://", "mem://", "sqs://"):
+    for scheme in ("amqp://", "file://", "mem://", "pubsub://", "sqs://"):
         assert scheme in str(info.value)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -199,7 +201,8 @@ def test_remove_and_clear(cache: FileSystemCache) -> None:
     assert cache.clear() == 2
     assert cache.keys() == []
     assert cache.size_bytes() == 0
-    assert list((cache.root / ".locks").iterdir()) == []  # lock files of removed keys go too
+    leftover = [p.name for p in (cache.root / ".locks").iterdir() if p.suffix in (".pin", ".fill")]
+    assert leftover == []  # lock files of removed keys go too
 
 
 def test_clear_removes_only_stale_temp_dirs(cache: FileSystemCache) -> None:
@@ -340,3 +343,91 @@ def test_max_bytes_respected_after_many_puts(tmp_path: Path) -> None:
     assert remaining == sorted(remaining)  # the most recent survive
     locks = {p.name for p in (cache.root / ".locks").iterdir()} - {"evict.lock"}
     assert len(locks) <= 2 * len(remaining)  # evicted keys leave no lock files behind
+
+
+# pin sets: many keys, one descriptor
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_pin_set_keeps_its_keys_from_eviction_until_closed(tmp_path: Path) -> None:
+    cache = bounded(tmp_path, 200)
+    cache.put_bytes("a", b"x" * 100)
+    cache.put_bytes("b", b"x" * 100)
+    with cache.pin_set() as pins:
+        pins.add("a")
+        pins.add("a")  # twice is once
+        pins.add("not-yet-fetched")
+        assert pins.keys == {"a", "not-yet-fetched"} and len(pins) == 2
+        cache.put_bytes("c", b"x" * 100)
+        assert cache.keys() == ["a", "c"]  # b evicted although a is older
+    cache.put_bytes("d", b"x" * 100)
+    assert cache.keys() == ["c", "d"]  # a is no longer pinned
+    assert os.listdir(cache.root / ".locks" / "sessions") == []
+
+
+def test_a_pin_set_uses_one_descriptor_for_any_number_of_keys(tmp_path: Path) -> None:
+    cache = bounded(tmp_path, 10)
+    before = open_fds()
+    with cache.pin_set() as pins:
+        for i in range(500):
+            pins.add(f"k/{i}")
+        assert open_fds() == before + 1
+        cache.put_bytes("k/3", b"x" * 100)
+        cache.put_bytes("other", b"x" * 100)  # over the bound: only k/3 is pinned
+        assert cache.keys() == ["k/3", "other"]
+    assert open_fds() == before
+
+
+def test_a_pin_set_refuses_bad_keys_and_use_after_close(tmp_path: Path) -> None:
+    cache = bounded(tmp_path, 10)
+    pins = cache.pin_set()
+    with pytest.raises(InvalidKey):
+        pins.add("../escape")
+    with pytest.raises(InvalidKey):
+        pins.add(".locks/x")
+    pins.add("fine")
+    pins.close()
+    pins.close()  # idempotent
+    with pytest.raises(RuntimeError, match="pin set is closed"):
+        pins.add("fine")
+
+
+def test_pins_of_a_process_that_died_are_dropped_by_the_next_eviction(tmp_path: Path) -> None:
+    cache = bounded(tmp_path, 100)
+    cache.put_bytes("held", b"x" * 100)
+    code = (
+        "import os, sys; from simpletasks.cache import FileSystemCache as C; "
+        f"p = C({str(cache.root)!r}).pin_set(); p.add('held'); os._exit(0)"  # no close
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    assert len(os.listdir(cache.root / ".locks" / "sessions")) == 1  # left behind
+    cache.put_bytes("new", b"x" * 100)
+    assert cache.keys() == ["new"]  # the dead process's pin did not hold "held"
+    assert os.listdir(cache.root / ".locks" / "sessions") == []
+
+
+def test_pins_added_while_another_thread_evicts_are_never_lost(tmp_path: Path) -> None:
+    cache = bounded(tmp_path, 1_000)
+    stop = threading.Event()
+
+    def churn() -> None:
+        i = 0
+        while not stop.is_set():
+            cache.put_bytes(f"churn/{i % 50}", b"x" * 300)
+            i += 1
+
+    thread = threading.Thread(target=churn)
+    thread.start()
+    try:
+        with cache.pin_set() as pins:
+            for i in range(100):
+                key = f"mine/{i}"
+                pins.add(key)  # pinned before it is written, as a datasource session does
+                cache.put_bytes(key, b"y" * 100)
+            assert all(cache.exists(f"mine/{i}") for i in range(100))
+    finally:
+        stop.set()
+        thread.join()

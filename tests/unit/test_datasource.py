@@ -442,3 +442,46 @@ def test_processes_with_eviction_never_see_missing_or_wrong_files(tmp_path: Path
     cache.evict()  # nothing is pinned any more
     assert cache.size_bytes() <= max_bytes
     assert list((cache.root / ".tmp").iterdir()) == []
+
+
+# a session touching more keys than the process may open files
+
+_MANY_KEYS = """
+import resource, sys
+from pathlib import Path
+from simpletasks.buckets.memory import MemoryBucket
+from simpletasks.cache import FileSystemCache
+from simpletasks.datasource import BucketCacheDatasource
+
+root, limit, n = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+bucket = MemoryBucket("many")
+for i in range(n):
+    bucket.upload_fileobj(__import__("io").BytesIO(b"x" * 10), f"in/{i}")
+ds = BucketCacheDatasource(bucket, FileSystemCache(root, max_bytes=100), max_workers=4)
+_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+with ds.session() as session:
+    paths = session.get([f"in/{i}" for i in range(n)])
+    for i in range(n):
+        session.put(f"out/{i}", b"y", only_cache=True)
+    assert len(session.pinned) == 2 * n, len(session.pinned)
+    assert all(p.exists() for p in paths)  # pinned: none evicted despite max_bytes=100
+ds.cache.evict()
+assert ds.cache.size_bytes() <= 100
+print("ok")
+"""
+
+
+def test_a_session_pins_more_keys_than_the_descriptor_limit(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    limit, keys = 40, 120  # each get/put used to hold one open descriptor until the end
+    result = subprocess.run(
+        [sys.executable, "-c", _MANY_KEYS, str(tmp_path / "cache"), str(limit), str(keys)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "ok"
