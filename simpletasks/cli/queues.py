@@ -155,6 +155,7 @@ def held(
     limit: int,
     wait_seconds: float = 1.0,
     more: Callable[[list[Any]], bool] | None = None,
+    use_counts: bool = True,
 ) -> Iterator[list[Any]]:
     """Receive up to ``limit`` visible messages and release them all on exit (peek).
 
@@ -163,8 +164,15 @@ def held(
         limit: Most messages to receive.
         wait_seconds: Long-poll wait of each receive.
         more: Called with each batch; receiving stops when it returns false.
+        use_counts: Stop at the queue's visible count, when it has one, instead of waiting
+            for an empty receive (counts are approximate on SQS: not for ``requeue``).
     """
     messages: list[Any] = []
+    if (
+        use_counts and queue.capabilities.counts
+    ):  # no waiting for an empty receive past the last message
+        visible = queue.counts().visible
+        limit = min(limit, visible) if visible is not None else limit
     try:
         while len(messages) < limit:
             want = min(queue.capabilities.max_batch, limit - len(messages))
@@ -352,7 +360,7 @@ def requeue(
     refuse_mem(queue_url, "--to")
     errors, tasks = open_queue(error_url), open_queue(queue_url)
     counts: Counter[str] = Counter()
-    with held(errors, limit) as messages:
+    with held(errors, limit, use_counts=False) as messages:
         keep = []
         for message in messages:
             report = read_report(message.body)
