@@ -75,7 +75,7 @@ def test_two_consumers_racing_store_each_report_once(pg_env: Any):
     job = client.post("/jobs/", json={"name": "pg", "task_type": "NO_OP"}, headers=auth).json
     client.post(f"/jobs/{job['id']}/tasks/", json={"tasks": [{}] * 5}, headers=auth)
     done = open_queue(pg_env.done_url)
-    for copy in range(8):
+    for _copy in range(8):
         for task_id in range(1, 6):
             report = DoneReport(
                 host=HostInfo("w", 1),
