@@ -96,6 +96,10 @@ def run_workers(
     return run
 
 
+def _create(url: str) -> BucketService:
+    return open_bucket(url, create=True)
+
+
 def demo_config(root: Path, *, database: str | None = None) -> TierConfig:
     """Four ``file://`` tiers A-D under ``root`` and a SQLite database there."""
     tiers = {name: Tier(name, f"file://{root}/tier-{name}") for name in "ABCD"}
@@ -142,15 +146,15 @@ def run_demo(
         size: Their side in pixels.
         max_defocus: Blur of the last image (Gaussian std, pixels).
         concurrency: Worker threads.
-        cloud: ``"file"`` (file:// queue and buckets) or ``"aws"`` (SQS and S3 on a moto
-            server started for the run; the tiers stay file:// folders, the source is S3).
+        cloud: ``"file"`` (file:// queue and buckets) or ``"aws"`` (SQS, the source bucket
+            and four tier buckets with storage classes on a moto server started for the run;
+            placement is a server-side copy).
         echo: Where progress lines go.
     """
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     config = demo_config(out_dir)
-    for tier in config.tiers.values():
-        open_bucket(tier.url, create=True)
+    opener: BucketOpener | None = None
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tier-demo-")))
         if cloud == "aws":
@@ -164,11 +168,21 @@ def run_demo(
                 for n in ("tasks", "errors", "done")
             )
             source = open_bucket("s3://tier-demo-ingest", client=s3, create=True)
+            # S3 tiers with storage classes: placement is a server-side copy.
+            classes = {"A": "STANDARD", "B": "STANDARD_IA", "C": "GLACIER_IR", "D": "GLACIER_IR"}
+            tiers = {n: Tier(n, f"s3://tier-demo-{n.lower()}", c) for n, c in classes.items()}
+            config = TierConfig(tiers=tiers, policy=config.policy, database=config.database)
+
+            def opener(url: str) -> BucketService:
+                return open_bucket(url, client=s3, create=True)
+
         else:
             queue, errors, done = (
                 open_queue(f"file://{tmp}/{n}", create=True) for n in ("tasks", "errors", "done")
             )
             source = open_bucket(f"file://{out_dir}/ingest", create=True)
+        for tier in config.tiers.values():
+            (opener or _create)(tier.url)
         keys = upload_series(source, n_images, size=size, max_defocus=max_defocus)
         schedule(queue, make_tier_job(keys))
         echo(
@@ -185,6 +199,7 @@ def run_demo(
             error_queue=errors,
             done_queue=done,
             steps=steps,
+            opener=opener,
         )
         echo(
             f"{run.stats.succeeded} tasks done in {run.seconds:.2f} s with {concurrency} "
@@ -200,7 +215,11 @@ def run_demo(
     echo("")
     echo(f"features database: {config.database}")
     echo(f"figure: {figure}")
-    echo(f"tiers: {', '.join(f'{t.url}' for t in config.tiers.values())}")
+    tier_list = ", ".join(
+        f"{t.name} {t.url}" + (f" ({t.storage_class})" if t.storage_class else "")
+        for t in config.tiers.values()
+    )
+    echo(f"tiers: {tier_list}")
     return not run.errors and len(rows) == n_images
 
 

@@ -7,6 +7,7 @@ import io
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from PIL import Image
 
@@ -115,3 +116,12 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert (tmp_path / "d" / "tiers.png").stat().st_size > 1000
     stored = sum(1 for p in (tmp_path / "d").glob("tier-*/series/*.png"))
     assert stored == 8
+
+
+@pytest.mark.slow
+def test_demo_on_moto_copies_server_side_into_s3_tiers(tmp_path: Path) -> None:
+    out = CliRunner().invoke(tier, ["demo", "--out", str(tmp_path), "--cloud", "aws", "--images", "8"])
+    assert out.exit_code == 0, out.output
+    assert "8 tasks done" in out.output and "B s3://tier-demo-b (STANDARD_IA)" in out.output
+    rows = FeaturesDB(f"sqlite:///{tmp_path}/features.db").rows()
+    assert len(rows) == 8 and all(r["storage_url"].startswith("s3://tier-demo-") for r in rows)
