@@ -476,7 +476,7 @@ def test_a_session_pins_more_keys_than_the_descriptor_limit(tmp_path: Path) -> N
     import subprocess
     import sys
 
-    limit, keys = 40, 120  # each get/put used to hold one open descriptor until the end
+    limit, keys = 32, 60  # 120 pins; each get/put used to hold one open descriptor until the end
     result = subprocess.run(
         [sys.executable, "-c", _MANY_KEYS, str(tmp_path / "cache"), str(limit), str(keys)],
         capture_output=True,
