@@ -120,7 +120,8 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_demo_on_moto_copies_server_side_into_s3_tiers(tmp_path: Path) -> None:
-    out = CliRunner().invoke(tier, ["demo", "--out", str(tmp_path), "--cloud", "aws", "--images", "8"])
+    args = ["demo", "--out", str(tmp_path), "--cloud", "aws", "--images", "8"]
+    out = CliRunner().invoke(tier, args)
     assert out.exit_code == 0, out.output
     assert "8 tasks done" in out.output and "B s3://tier-demo-b (STANDARD_IA)" in out.output
     rows = FeaturesDB(f"sqlite:///{tmp_path}/features.db").rows()
