@@ -44,6 +44,16 @@ def moto_server() -> Iterator[MotoServer]:
     server.stop()
 
 
+@pytest.fixture
+def closed_port() -> int:
+    """A port on 127.0.0.1 where nothing listens (bound, then released): a backend that is down."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Let tests (and daemon subprocesses) import the test task types in tests/tasktypes.py."""
     import sys

@@ -104,13 +104,6 @@ def test_missing_queue_without_create_says_so(
     assert opened(name, create=False).counts() == QueueCounts(visible=0, in_flight=0)
 
 
-def closed_port() -> int:
-    """A port on 127.0.0.1 where nothing listens (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.parametrize(
     ("base", "error", "match"),
     [
@@ -134,12 +127,17 @@ def closed_port() -> int:
     ],
 )
 def test_unreachable_broker_or_bad_login_says_so_once_without_the_password(
-    rabbitmq_url: str, base: str, error: type, match: str, caplog: pytest.LogCaptureFixture
+    closed_port: int,
+    rabbitmq_url: str,
+    base: str,
+    error: type,
+    match: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     start = time.monotonic()
     with pytest.raises(error, match=match) as info:
-        AMQPQueue.from_url(base.format(closed=closed_port()) + "?queue=x")
+        AMQPQueue.from_url(base.format(closed=closed_port) + "?queue=x")
     assert time.monotonic() - start < 5
     assert isinstance(info.value, BrokerError)
     assert "\n" not in str(info.value)  # one line

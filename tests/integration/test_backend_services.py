@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 import pytest
@@ -11,16 +10,11 @@ from simpletasks.errors import ServiceUnavailable
 from simpletasks.queues import open_queue
 
 
-def closed_port() -> int:
-    """A port on 127.0.0.1 where nothing listens (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def test_aws_down_does_not_stop_other_backends_from_opening(moto_server: Any) -> None:
+def test_aws_down_does_not_stop_other_backends_from_opening(
+    closed_port: int, moto_server: Any
+) -> None:
     with pytest.raises(ServiceUnavailable):
-        open_queue("sqs://jobs", endpoint_url=f"http://127.0.0.1:{closed_port()}")
+        open_queue("sqs://jobs", endpoint_url=f"http://127.0.0.1:{closed_port}")
     queue = open_queue("sqs://after-failure", endpoint_url=moto_server.endpoint_url, create=True)
     queue.send("x")
     assert [m.body for m in queue.receive(wait_seconds=2)] == ["x"]

@@ -20,13 +20,6 @@ from simpletasks.errors import CredentialsError, ServiceUnavailable, SimpleTasks
 from simpletasks.queues import open_queue
 
 
-def closed_port() -> int:
-    """A port on 127.0.0.1 where nothing listens (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def fails_fast(open_: Callable[[], Any], error: type[Exception]) -> str:
     """Open, expect ``error`` within 5 s, check it is one line; return its text."""
     start = time.monotonic()
@@ -53,8 +46,8 @@ def no_aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("url", "service"), [("sqs://jobs", "SQS"), ("s3://data", "S3")], ids=["sqs", "s3"]
 )
-def test_aws_endpoint_down_is_reported_in_seconds(url: str, service: str) -> None:
-    endpoint = f"http://127.0.0.1:{closed_port()}"
+def test_aws_endpoint_down_is_reported_in_seconds(closed_port: int, url: str, service: str) -> None:
+    endpoint = f"http://127.0.0.1:{closed_port}"
     opener = open_queue if url.startswith("sqs") else open_bucket
     text = fails_fast(lambda: opener(url, endpoint_url=endpoint), ServiceUnavailable)
     assert text.startswith(f"cannot reach {service} at {endpoint} for {url}: connection refused")
@@ -82,11 +75,11 @@ def test_gcs_without_credentials_says_how_to_provide_them(
     assert "GOOGLE_APPLICATION_CREDENTIALS" in text and "STORAGE_EMULATOR_HOST" in text
 
 
-def test_gcs_endpoint_down_is_reported_in_seconds() -> None:
+def test_gcs_endpoint_down_is_reported_in_seconds(closed_port: int) -> None:
     pytest.importorskip("google.cloud.storage")
     from google.auth.credentials import AnonymousCredentials
 
-    endpoint = f"http://127.0.0.1:{closed_port()}"
+    endpoint = f"http://127.0.0.1:{closed_port}"
     text = fails_fast(
         lambda: open_bucket(
             "gs://data", endpoint=endpoint, credentials=AnonymousCredentials(), project="p-1"

@@ -7,7 +7,6 @@ Everything that needs the emulator is in tests/integration/test_pubsub_emulator.
 from __future__ import annotations
 
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -79,18 +78,11 @@ def test_missing_credentials_say_how_to_provide_them(
         PubSubQueue.from_url("pubsub://my-project/jobs")
 
 
-def closed_port() -> int:
-    """A port on 127.0.0.1 where nothing listens (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.parametrize("how", ["argument", "environment"])
 def test_an_emulator_that_is_down_is_reported_within_seconds(
-    how: str, monkeypatch: pytest.MonkeyPatch
+    closed_port: int, how: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    address = f"127.0.0.1:{closed_port()}"
+    address = f"127.0.0.1:{closed_port}"
     kwargs = {"emulator_host": address} if how == "argument" else {}
     if how == "environment":
         monkeypatch.setenv("PUBSUB_EMULATOR_HOST", address)
