@@ -68,6 +68,22 @@ def _opt(*names: str, env: str, **kwargs: Any) -> Any:
 )
 @_opt("--uploads-per-minute", env="UPLOADS_PER_MINUTE", default=10, show_default=True, type=int)
 @_opt(
+    "--downloads-per-minute",
+    env="DOWNLOADS_PER_MINUTE",
+    default=120,
+    show_default=True,
+    type=int,
+    help="Result-link downloads per client address per minute.",
+)
+@_opt(
+    "--proxy-hops",
+    env="PROXY_HOPS",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 5),
+    help="Trusted reverse proxies in front (their X-Forwarded-For/-Proto are used).",
+)
+@_opt(
     "--consumer/--no-consumer",
     env="CONSUMER",
     default=True,
@@ -146,6 +162,8 @@ def build_app(opts: dict[str, Any]) -> tuple[Any, Any]:
         ),
         scan_command=tuple(opts["scan_command"].split()),
         uploads_per_minute=opts["uploads_per_minute"],
+        downloads_per_minute=opts["downloads_per_minute"],
+        proxy_hops=opts["proxy_hops"],
     )
     app = create_app(config)
     return app, app.extensions["simpletasks"].consumer

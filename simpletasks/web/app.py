@@ -36,6 +36,7 @@ class WebState:
     bucket: BucketService
     signer: LinkSigner
     limiter: RateLimiter
+    download_limiter: RateLimiter
     mailer: Mailer
     scanner: VirusScanner | None
     consumer: ReportConsumer | None
@@ -73,6 +74,7 @@ def create_app(
         MAX_CONTENT_LENGTH=config.max_request_bytes,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=config.public_url.startswith("https://"),
         JSON_SORT_KEYS=False,
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -96,11 +98,17 @@ def create_app(
         bucket=bucket or open_bucket(config.bucket_url),
         signer=signer,
         limiter=RateLimiter(config.uploads_per_minute),
+        download_limiter=RateLimiter(config.downloads_per_minute),
         mailer=mailer,
         scanner=VirusScanner(config.scan_command) if config.scan_command else None,
         consumer=consumer,
         started=time.time(),
     )
+    if config.proxy_hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = config.proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
     app.add_template_filter(human_bytes)
     app.add_template_filter(human_seconds)
     app.register_blueprint(api.blueprint)

@@ -118,7 +118,11 @@ class WebConfig:
             files are appended. Empty: no scan.
         max_tasks_per_request: Longest task list one ``POST /jobs/{id}/tasks/`` accepts.
         max_request_bytes: Largest request body (uploads included).
-        uploads_per_minute: Uploads (and result downloads) per client address per minute.
+        uploads_per_minute: Uploads per client address per minute.
+        downloads_per_minute: Result-link downloads per client address per minute.
+        proxy_hops: Reverse proxies in front of the service whose ``X-Forwarded-For`` and
+            ``X-Forwarded-Proto`` are trusted (0: none; the rate limit then sees the
+            proxy's address).
         job_link_seconds: Lifetime of the signed job-page links.
         worker_seconds: A worker not heard from for this long is listed as not alive.
     """
@@ -136,6 +140,8 @@ class WebConfig:
     max_tasks_per_request: int = 1000
     max_request_bytes: int = 200 * 1024 * 1024
     uploads_per_minute: int = 10
+    downloads_per_minute: int = 120
+    proxy_hops: int = 0
     job_link_seconds: int = 30 * 24 * 3600
     worker_seconds: float = 600.0
 

@@ -47,29 +47,27 @@ def apply_report(session: Session, report: ErrorReport | DoneReport) -> bool:
     )
     if seen is not None:
         return False
-    done = isinstance(report, DoneReport)
-    final = True if done else bool(report.final)
-    session.add(
-        Report(
-            message_id=str(report.message_id),
-            attempt=int(report.attempt),
-            kind=report.kind,
-            job_id=report.job_id,
-            task_id=report.task_id,
-            final=final,
-            phase="done" if done else str(report.phase),
-            outputs=list(report.outputs) if done else [],
-            message=report.result_message if done else report.error_message,
-            error_type="" if done else report.error_type,
-            hostname=report.host.hostname,
-            pid=report.host.pid,
-            daemon=report.daemon,
-            seconds=report.seconds if done else None,
-            time=float(report.time),
-            deleted=False,
-        )
+    row = Report(
+        message_id=str(report.message_id),
+        attempt=int(report.attempt),
+        kind=report.kind,
+        job_id=report.job_id,
+        task_id=report.task_id,
+        hostname=report.host.hostname,
+        pid=report.host.pid,
+        daemon=report.daemon,
+        time=float(report.time),
+        deleted=False,
     )
-    skipped = not done and report.phase == "skipped"
+    if isinstance(report, DoneReport):
+        done, skipped = True, False
+        row.final, row.phase, row.outputs = True, "done", list(report.outputs)
+        row.message, row.error_type, row.seconds = report.result_message, "", report.seconds
+    else:
+        done, skipped = False, report.phase == "skipped"
+        row.final, row.phase, row.outputs = bool(report.final), str(report.phase), []
+        row.message, row.error_type, row.seconds = report.error_message, report.error_type, None
+    session.add(row)
     if not skipped:
         _see_worker(session, report, done)
     if report.job_id is not None and report.task_id is not None:

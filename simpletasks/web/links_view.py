@@ -37,7 +37,7 @@ def download(token: str) -> Any:
     """Serve the object a result token names."""
     s = state()
     client = client_address()
-    if not s.limiter.allow(f"link:{client}"):
+    if not s.download_limiter.allow(client):
         raise ApiError(429, "rate_limited", "too many requests; try again in a minute")
     try:
         job_id, key = s.signer.load_result(token)
@@ -50,7 +50,7 @@ def download(token: str) -> Any:
         return redirect(url, code=302)
     spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - send_file closes it
     try:
-        s.bucket.download_fileobj(key, spool)
+        s.bucket.download_fileobj(key, spool)  # type: ignore[arg-type]
     except KeyNotFound:
         spool.close()
         raise ApiError(404, "not_found", "this result no longer exists") from None

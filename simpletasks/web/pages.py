@@ -112,8 +112,14 @@ def upload(name: str) -> Any:
                 pipeline=pipeline.name,
                 email=email,
             )
-            for safe, _size in received:
-                s.bucket.upload(tmp / safe, f"{job.base_directory}/inputs/{safe}")
+            try:
+                for safe, _size in received:
+                    s.bucket.upload(tmp / safe, f"{job.base_directory}/inputs/{safe}")
+            except Exception as exc:
+                logger.error("upload to %s: cannot store files: %s", pipeline.name, exc)
+                raise ApiError(
+                    503, "unavailable", "cannot store the files now; try later"
+                ) from None
             items = [jobs_.TaskInput(inputs=(f"inputs/{safe}",)) for safe, _ in received]
             jobs_.submit(db, s.queue, job, items)
             token = s.signer.job_token(job.id, pipeline.link_seconds)

@@ -64,7 +64,7 @@ def test_download_statuses(app: Any, client: Any, env: Any):
 
 
 def test_download_rate_limit(env: Any):
-    app = env.app(uploads_per_minute=3)
+    app = env.app(downloads_per_minute=3)
     client = app.test_client()
     signer = app.extensions["simpletasks"].signer
     token = signer.result_token("j", "nothing", 60)
