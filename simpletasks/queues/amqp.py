@@ -58,6 +58,7 @@ from simpletasks.queues._amqp import (
     quiet_pika,
 )
 from simpletasks.queues._amqp_leases import LeaseBook, Pump, attempt_of
+from simpletasks.urls import redact
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +189,10 @@ class AMQPQueue:
                 except _LOST as exc:
                     self._drop(exc)
                     if attempt == 2:
-                        raise BrokerError(f"{self.url}: {what} failed: {exc!r}") from exc
+                        raise BrokerUnavailable(
+                            f"{self.url}: {what} failed on a new connection too: "
+                            f"{redact(repr(exc))}; is the broker up and the network stable?"
+                        ) from None
                     logger.info("%s: %s failed (%r); reconnecting", self.url, what, exc)
         raise AssertionError("unreachable")
 
