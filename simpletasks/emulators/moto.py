@@ -31,7 +31,7 @@ class MotoServer(LocalService):
     Use it as a context manager::
 
         with MotoServer() as moto:
-            queue = open_queue("sqs://jobs", endpoint_url=moto.endpoint_url)
+            queue = open_queue("sqs://jobs", endpoint_url=moto.endpoint_url, create=True)
 
     Args:
         port: Port to listen on; a free one by default.
