@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from simpletasks.buckets import open_bucket
 from simpletasks.message import BasicInfo, TaskMessage
 from simpletasks.queues import open_queue
 
@@ -19,6 +20,9 @@ TESTS = Path(__file__).resolve().parents[1]
 
 
 def start_daemon(tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
+    for name in ("tasks", "errors"):  # file:// queues and buckets must exist (created once)
+        open_queue(f"file://{tmp_path}/{name}", create=True).close()
+    open_bucket(f"file://{tmp_path}/bucket", create=True)
     cmd = [
         sys.executable,
         "-m",
@@ -62,7 +66,7 @@ def lines(path: Path) -> list[str]:
 def send_sleep(tmp_path: Path, seconds: float) -> Path:
     log = tmp_path / "log"
     body = TaskMessage(BasicInfo(1, "SLEEP", ""), {"seconds": seconds, "log": str(log)})
-    open_queue(f"file://{tmp_path}/tasks").send(body.to_json())
+    open_queue(f"file://{tmp_path}/tasks", create=True).send(body.to_json())
     return log
 
 

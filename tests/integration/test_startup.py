@@ -87,6 +87,9 @@ def test_gce_worker_processes_a_job_on_file_queues(
     metadata_server: FakeMetadataServer, tmp_path: Path
 ) -> None:
     urls = {name: f"file://{tmp_path}/{name}" for name in ("tasks", "errors", "done", "bucket")}
+    for name in ("tasks", "errors", "done"):
+        open_queue(urls[name], create=True).close()
+    open_bucket(urls["bucket"], create=True)
     metadata_server.data.gce_instance.update(
         {
             "task-queue": urls["tasks"],
@@ -175,7 +178,7 @@ def test_gce_worker_uses_aws_keys_from_project_metadata_without_showing_them(
             "poll-frequency-seconds": "0.2",
         }
     )
-    bucket = open_bucket(f"file://{tmp_path}/bucket")
+    bucket = open_bucket(f"file://{tmp_path}/bucket", create=True)
     tasks = open_queue(queues["tasks"], endpoint_url=moto_server.endpoint_url)
     schedule(tasks, make_example_job(bucket, n_files=3))
 
