@@ -113,7 +113,7 @@ def test_agent_uploads_every_file_processed_where_smaller_corrupt_ones_as_they_a
     (watched / "corrupt.png").write_bytes(paths[0].read_bytes()[:200])  # a cut PNG
     (watched / "notes.png").write_text("not an image at all")
     (watched / "skip.txt").write_text("excluded by --include")
-    gw = HasteGateway(store, username="u", password="p", bandwidth=150_000)  # link-bound
+    gw = HasteGateway(store, username="u", password="p", bandwidth=50_000)  # link-bound
     with GatewayServer(gw) as server:
         agent, out = run_agent(watched, gateway_uploader(server), policy="natural", cores=1,
                                uploads=2, max_files=10)  # fmt: skip
@@ -199,9 +199,11 @@ def test_full_disk_under_state_dir_uploads_originals_and_keeps_going(
                     f.write(b"\0" * 4096)
             except OSError:
                 pass
-        with GatewayServer(HasteGateway(store, username="u", password="p")) as server:
+        # a slow link and one upload at a time: the CPU lane surely tries some files
+        gw = HasteGateway(store, username="u", password="p", bandwidth=25_000)
+        with GatewayServer(gw) as server:
             _, out = run_agent(watched, gateway_uploader(server), state_dir=state,
-                               policy="natural", max_files=5)  # fmt: skip
+                               policy="natural", uploads=1, max_files=5)  # fmt: skip
     finally:
         subprocess.run(["umount", "-l", str(state)], check=False)
     assert out["uploaded"] == 5 and out["journal_errors"] == 5
