@@ -1,124 +1,198 @@
-"""Our rules: ``splines`` (index interpolation, better search and timing) and ``content``.
+"""Our rules: ``splines`` (index interpolation with cutoff-aware search) and ``content``.
 
-Experimental version; see docs/edge-policy.md.
+``splines`` keeps HASTE's idea (linear interpolation of measured scores over the index) and
+changes what the CPU looks at and what the uplink gives up on:
+
+1. **Search only where it can pay.** A file is worth searching (pre-processing to learn, not to
+   exploit) only if it is far (``max_gap`` indices or more) from every measured or in-progress
+   file *and* its optimistic estimate (estimate + slope x distance) reaches the cutoff: the
+   score above which files will end up pre-processed. The cutoff is read from the lanes'
+   progress: so far the CPU took ``P`` files and the uplink sent ``R`` raw, so about
+   ``P / (P + R)`` of what waits will be pre-processed; the cutoff is that quantile of the
+   estimates of the waiting files. Deep valleys are therefore not sampled again and again,
+   which is where the published rules (every 5th pick, every block of 15) spend CPU for nothing.
+2. **Climb**: otherwise, the waiting file with the highest estimate (HASTE's climb).
+3. **Follow a rising trend at the frontier.** New arrivals beyond the last measured index get
+   the trend of the last ``window`` indices if it rises (capped at the highest score seen),
+   not the last value: the upload lane then keeps them for the CPU instead of sending them raw.
+4. **Upload** processed files first, then the unprocessed file with the lowest estimate.
+
+``content`` adds a cheap look at each image (:func:`.hint.quick_hint`): the estimate is a
+linear fit of measured score on hint, blended with the ``splines`` estimate by how well the
+hint explains the scores so far (R^2), so a useless hint falls back to ``splines``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .estimate import PRIOR
 from .policy import FileState, Policy
 
 
-def _window_fits(xs: np.ndarray, ys: np.ndarray, lo: np.ndarray, hi: np.ndarray):
-    """Least-squares line over the known points ``lo[k]..hi[k]`` (inclusive) for every k.
-
-    Returns (slope, count); slope is 0 where fewer than 3 points.
-    """
-    cx = np.concatenate([[0.0], np.cumsum(xs)])
-    cy = np.concatenate([[0.0], np.cumsum(ys)])
-    cxx = np.concatenate([[0.0], np.cumsum(xs * xs)])
-    cxy = np.concatenate([[0.0], np.cumsum(xs * ys)])
-    m = (hi - lo + 1).astype(float)
-    sx, sy = cx[hi + 1] - cx[lo], cy[hi + 1] - cy[lo]
-    sxx, sxy = cxx[hi + 1] - cxx[lo], cxy[hi + 1] - cxy[lo]
-    den = m * sxx - sx * sx
-    ok = (m >= 3) & (den > 0)
-    slope = np.zeros(len(xs))
-    slope[ok] = (m[ok] * sxy[ok] - sx[ok] * sy[ok]) / den[ok]
-    mean_y = np.where(m > 0, sy / np.maximum(m, 1), 0.0)
-    mean_x = np.where(m > 0, sx / np.maximum(m, 1), 0.0)
-    return slope, mean_x, mean_y
-
-
-def trend_estimate(known: np.ndarray, n: int, window: int = 20) -> np.ndarray:
-    """Interpolation, raised in a gap where the trend fitted on either side points higher.
-
-    A sawtooth ramp that rises towards an unmeasured gap (and drops somewhere inside it) is
-    underestimated by straight interpolation; the fitted trend of the last ``window`` indices
-    before the gap (or the first after it, read backwards) says how high the gap may go.
-    """
-    known = known[:n]
-    xs = np.flatnonzero(~np.isnan(known))
-    if len(xs) == 0:
-        return np.ones(n)
-    ys = np.maximum(known[xs], 0.0)
-    idx = np.arange(n, dtype=float)
-    est = np.interp(idx, xs.astype(float), ys)
-    if len(xs) < 3:
-        return est
-    xf = xs.astype(float)
-    k = np.arange(len(xs))
-    lo = np.searchsorted(xs, xs - window, side="left")
-    s_left, mx_l, my_l = _window_fits(xf, ys, lo, k)
-    hi = np.searchsorted(xs, xs + window, side="right") - 1
-    s_right, mx_r, my_r = _window_fits(xf, ys, k, hi)
-    pos = np.searchsorted(xs, idx)  # xs[pos-1] < i <= xs[pos]
-    a = np.clip(pos - 1, 0, len(xs) - 1)
-    b = np.clip(pos, 0, len(xs) - 1)
-    cap = ys.max()
-    rise = (pos > 0) & (s_left[a] > 0)
-    up_l = np.where(rise, my_l[a] + s_left[a] * (idx - mx_l[a]), 0.0)
-    fall = (pos < len(xs)) & (s_right[b] < 0)
-    up_r = np.where(fall, my_r[b] + s_right[b] * (idx - mx_r[b]), 0.0)
-    return np.maximum(est, np.minimum(np.maximum(up_l, up_r), cap))
-
-
 class Splines(Policy):
-    """Trend-aware interpolation; gap search; climb; upload the lowest first."""
+    """Cutoff-aware search, climb on the estimate, lowest estimate uploaded raw first.
+
+    Args:
+        max_gap: a file this many indices or more from every measured/in-progress file may
+            be searched.
+        window: indices before the last measured one whose trend is followed at the frontier.
+        kappa: weight of slope x distance in the optimistic estimate.
+        gate: search only where the optimistic estimate reaches the cutoff (off = always
+            search far files).
+    """
 
     name = "splines"
 
-    def __init__(self, *, max_gap: int = 24, window: int = 20, **kwargs) -> None:
+    def __init__(
+        self,
+        *,
+        max_gap: int = 12,
+        window: int = 40,
+        kappa: float = 1.0,
+        gate: bool = True,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.max_gap = max_gap
         self.window = window
+        self.kappa = kappa
+        self.gate = gate
+        self._raw_uploads = 0
+
+    def _index_estimate(self) -> np.ndarray:
+        n = self._n
+        known = self._known[:n]
+        xs = np.flatnonzero(~np.isnan(known))
+        if len(xs) == 0:
+            return np.full(n, PRIOR)
+        ys = np.maximum(known[xs], 0.0)  # a non-positive saving is a measured zero, not noise
+        est = np.interp(np.arange(n), xs, ys)
+        return follow_trend(est, xs, ys, self.window)
 
     def _refit(self) -> None:
-        self._est = trend_estimate(self._known, self._n, self.window)
+        self._est = self._index_estimate()
 
-    def _pick_preprocess(self, candidates: np.ndarray) -> int | None:
+    def _distance(self) -> np.ndarray:
+        """Distance of every index to the nearest measured or in-progress index."""
         n = self._n
+        idx = np.arange(n)
         marks = np.flatnonzero(
             ~np.isnan(self._known[:n]) | (self._state[:n] == FileState.PREPROCESSING)
         )
-        far = _farthest(candidates, marks, self.max_gap if len(marks) >= 2 else 0)
-        if far is not None:
-            return far
+        if len(marks) == 0:
+            return np.full(n, float(n))
+        pos = np.searchsorted(marks, idx)
+        left = np.where(pos > 0, idx - marks[np.maximum(pos - 1, 0)], n)
+        right = np.where(pos < len(marks), marks[np.minimum(pos, len(marks) - 1)] - idx, n)
+        return np.minimum(left, right).astype(float)
+
+    def _slope(self) -> float:
+        """Typical |score change| per index between measured files at least 2 apart."""
+        known = self._known[: self._n]
+        xs = np.flatnonzero(~np.isnan(known))
+        if len(xs) < 3:
+            return 0.0
+        ys = np.maximum(known[xs], 0.0)
+        dx = np.diff(xs)
+        far = dx >= 2
+        if far.sum() < 2:
+            return float(np.std(ys)) / 10
+        return float(np.median(np.abs(np.diff(ys))[far] / dx[far]))
+
+    def _cutoff(self) -> float:
+        """Score above which a waiting file will end up pre-processed (from P / (P + R))."""
+        n = self._n
+        states = self._state[:n]
+        taken = int(np.count_nonzero(self._processed[:n])) + int(
+            np.count_nonzero(states == FileState.PREPROCESSING)
+        )
+        frac = (taken + 1) / (taken + self._raw_uploads + 2)
+        waiting = self._est[states == FileState.WAITING_UNPROCESSED]
+        if len(waiting) == 0:
+            return 0.0
+        return float(np.quantile(waiting, 1 - frac))
+
+    def _pick_preprocess(self, candidates: np.ndarray) -> int | None:
+        dist = self._distance()[candidates]
+        far = dist >= self.max_gap
+        if far.any():
+            optimistic = self._est[candidates] + self.kappa * self._slope() * dist
+            if self.gate:
+                far &= optimistic >= self._cutoff()
+            if far.any():
+                pool = np.flatnonzero(far)
+                return int(candidates[pool[np.argmax(optimistic[pool])]])
         return int(candidates[np.argmax(self._est[candidates])])
 
+    def _pick_upload(self, processed: np.ndarray, unprocessed: np.ndarray) -> int:
+        if len(processed):
+            return int(processed[0])
+        self._raw_uploads += 1
+        return int(unprocessed[np.argmin(self._est[unprocessed])])
 
-def _farthest(candidates: np.ndarray, marks: np.ndarray, min_gap: int) -> int | None:
-    if len(marks) == 0:
-        return int(candidates[0])
-    pos = np.searchsorted(marks, candidates)
-    left = np.where(pos > 0, candidates - marks[np.maximum(pos - 1, 0)], 10**9)
-    right = np.where(pos < len(marks), marks[np.minimum(pos, len(marks) - 1)] - candidates, 10**9)
-    dist = np.minimum(left, right)
-    best = int(np.argmax(dist))
-    if dist[best] < min_gap:
-        return None
-    return int(candidates[best])
+    def upload_failed(self, index: int) -> None:
+        """As :meth:`Policy.upload_failed`; a raw upload that failed does not count as sent."""
+        with self._lock:
+            was_raw = self._state[index] == FileState.UPLOADING and not self._processed[index]
+            super().upload_failed(index)
+            if was_raw:
+                self._raw_uploads = max(0, self._raw_uploads - 1)
+
+
+def follow_trend(est: np.ndarray, xs: np.ndarray, ys: np.ndarray, window: int) -> np.ndarray:
+    """Beyond the last measured index, follow a rising trend of its last ``window`` indices.
+
+    Args:
+        est: the interpolated estimate (constant beyond ``xs[-1]``).
+        xs: measured indices (sorted); ys: their scores.
+        window: how far back from ``xs[-1]`` the trend is fitted (needs 3+ points).
+
+    Returns:
+        ``est`` with the indices after ``xs[-1]`` raised along the fitted line, between the
+        last score and the highest score seen; unchanged if the trend is flat or falling.
+    """
+    last = xs[-1]
+    sel = xs >= last - window
+    if sel.sum() < 3 or last + 1 >= len(est):
+        return est
+    slope, icept = np.polyfit(xs[sel].astype(float), ys[sel], 1)
+    if slope <= 0:
+        return est
+    out = est.copy()
+    idx = np.arange(last + 1, len(est), dtype=float)
+    out[last + 1 :] = np.clip(slope * idx + icept, ys[-1], max(ys.max(), ys[-1]))
+    return out
 
 
 class ContentPolicy(Splines):
-    """Content-aware: estimate from the per-image hint, calibrated on measured scores."""
+    """Content-aware estimate: measured score ~ hint, blended with ``splines`` by R^2."""
 
     name = "content"
 
     def _refit(self) -> None:
-        super()._refit()
-        hint = self._hint[: self._n]
+        n = self._n
+        index_est = self._index_estimate()
+        hint = self._hint[:n]
         has = ~np.isnan(hint)
-        if not has.any():
-            return
-        known = self._known[: self._n]
+        known = self._known[:n]
         pairs = has & ~np.isnan(known)
-        if pairs.sum() >= 3 and np.ptp(hint[pairs]) > 0:
-            a, b = np.polyfit(hint[pairs], known[pairs], 1)
-        else:
-            a, b = 1.0, 0.0
-        self._est = np.where(has, a * np.nan_to_num(hint) + b, self._est)
+        if not has.any():
+            self._est = index_est
+            return
+        if pairs.sum() < 3 or np.ptp(hint[pairs]) == 0:
+            # nothing to calibrate with yet: rank by the hint alone (a larger dark area
+            # saves more), on the scale of the prior
+            self._est = np.where(has, PRIOR + np.nan_to_num(hint), index_est)
+            return
+        x, y = hint[pairs], np.maximum(known[pairs], 0.0)
+        a, b = np.polyfit(x, y, 1)
+        resid = y - (a * x + b)
+        r2 = 0.0 if np.var(y) == 0 else max(0.0, 1 - float(np.var(resid)) / float(np.var(y)))
+        model = a * np.nan_to_num(hint) + b
+        self._est = np.where(has, r2 * model + (1 - r2) * index_est, index_est)
 
     def _pick_preprocess(self, candidates: np.ndarray) -> int | None:
-        return int(candidates[np.argmax(self._est[candidates])])
+        if not np.isnan(self._hint[candidates]).all():
+            return int(candidates[np.argmax(self._est[candidates])])
+        return super()._pick_preprocess(candidates)
