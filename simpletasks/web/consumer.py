@@ -26,6 +26,7 @@ from simpletasks.web.db import STATES, Job, Report, Task, Worker
 logger = logging.getLogger(__name__)
 
 LEASE_SECONDS = 60.0
+BATCH = 100  # reports per transaction (at most the queue's batch size)
 
 
 def _state_of(report: ErrorReport | DoneReport) -> str:
@@ -38,15 +39,44 @@ def _state_of(report: ErrorReport | DoneReport) -> str:
 
 def apply_report(session: Session, report: ErrorReport | DoneReport) -> bool:
     """Store one report and move its task and worker on; return False if already stored."""
-    seen = session.scalar(
-        select(Report.id).where(
-            Report.message_id == report.message_id,
-            Report.attempt == report.attempt,
-            Report.kind == report.kind,
-        )
+    return apply_reports(session, [report])[0]
+
+
+def apply_reports(session: Session, reports: Sequence[ErrorReport | DoneReport]) -> list[bool]:
+    """Store reports and move their tasks and workers on (one query of each kind per batch).
+
+    Returns, for each report, whether it was new (``False``: already stored, or a repeat
+    earlier in the same batch). The caller commits.
+    """
+    with session.no_autoflush:
+        stored = _stored_keys(session, reports)
+        fresh: list[bool] = []
+        for report in reports:
+            ident = (str(report.message_id), int(report.attempt), report.kind)
+            fresh.append(ident not in stored)
+            stored.add(ident)
+        new = [r for r, is_new in zip(reports, fresh, strict=True) if is_new]
+        session.add_all(_report_row(r) for r in new)
+        _see_workers(session, [r for r in new if not _skipped(r)])
+        _move_tasks(session, [r for r in new if r.job_id is not None and r.task_id is not None])
+    return fresh
+
+
+def _stored_keys(
+    session: Session, reports: Sequence[ErrorReport | DoneReport]
+) -> set[tuple[str, int, str]]:
+    ids = sorted({str(r.message_id) for r in reports})
+    rows = session.execute(
+        select(Report.message_id, Report.attempt, Report.kind).where(Report.message_id.in_(ids))
     )
-    if seen is not None:
-        return False
+    return {(m, int(a), k) for m, a, k in rows}
+
+
+def _skipped(report: ErrorReport | DoneReport) -> bool:
+    return isinstance(report, ErrorReport) and report.phase == "skipped"
+
+
+def _report_row(report: ErrorReport | DoneReport) -> Report:
     row = Report(
         message_id=str(report.message_id),
         attempt=int(report.attempt),
@@ -60,69 +90,87 @@ def apply_report(session: Session, report: ErrorReport | DoneReport) -> bool:
         deleted=False,
     )
     if isinstance(report, DoneReport):
-        done, skipped = True, False
         row.final, row.phase, row.outputs = True, "done", list(report.outputs)
         row.message, row.error_type, row.seconds = report.result_message, "", report.seconds
     else:
-        done, skipped = False, report.phase == "skipped"
         row.final, row.phase, row.outputs = bool(report.final), str(report.phase), []
         row.message, row.error_type, row.seconds = report.error_message, report.error_type, None
-    session.add(row)
-    if not skipped:
-        _see_worker(session, report, done)
-    if report.job_id is not None and report.task_id is not None:
-        _move_task(session, report, _state_of(report))
-    return True
+    return row
 
 
-def _see_worker(session: Session, report: ErrorReport | DoneReport, done: bool) -> None:
-    host = report.host
-    worker = session.scalar(
-        select(Worker).where(
-            Worker.hostname == host.hostname, Worker.pid == host.pid, Worker.daemon == report.daemon
+def _see_workers(session: Session, reports: Sequence[ErrorReport | DoneReport]) -> None:
+    by_worker: dict[tuple[str, int, str], list[ErrorReport | DoneReport]] = {}
+    for report in reports:
+        ident = (report.host.hostname, report.host.pid, report.daemon)
+        by_worker.setdefault(ident, []).append(report)
+    for (hostname, pid, daemon), seen in by_worker.items():
+        worker = session.scalar(
+            select(Worker).where(
+                Worker.hostname == hostname, Worker.pid == pid, Worker.daemon == daemon
+            )
         )
+        times = [r.time for r in seen]
+        if worker is None:
+            worker = Worker(
+                hostname=hostname,
+                pid=pid,
+                daemon=daemon,
+                tasks_done=0,
+                tasks_failed=0,
+                first_seen=min(times),
+                last_seen=max(times),
+            )
+            session.add(worker)
+        done = sum(isinstance(r, DoneReport) for r in seen)
+        worker.tasks_done += done
+        worker.tasks_failed += len(seen) - done
+        worker.last_seen = max(worker.last_seen, *times)
+        worker.first_seen = min(worker.first_seen, *times)
+
+
+def _move_tasks(session: Session, reports: Sequence[ErrorReport | DoneReport]) -> None:
+    by_job: dict[str, list[ErrorReport | DoneReport]] = {}
+    for report in reports:
+        by_job.setdefault(str(report.job_id), []).append(report)
+    for job_id, job_reports in by_job.items():
+        ids = sorted({int(r.task_id) for r in job_reports if r.task_id is not None})
+        tasks = {
+            t.task_id: t
+            for t in session.scalars(
+                select(Task).where(Task.job_id == job_id, Task.task_id.in_(ids))
+            )
+        }
+        known_job: bool | None = None
+        for report in job_reports:
+            task = tasks.get(int(report.task_id or 0))
+            if task is None:
+                if known_job is None:
+                    known_job = session.get(Job, job_id) is not None
+                if not known_job:
+                    break  # a job this service does not know
+                task = _task_from_report(job_id, report)
+                tasks[task.task_id] = task
+                session.add(task)
+            task.attempts = max(task.attempts or 0, int(report.attempt))
+            state = _state_of(report)
+            if STATES.index(state) > STATES.index(task.state):
+                task.state = state
+                task.updated = time.time()
+
+
+def _task_from_report(job_id: str, report: ErrorReport | DoneReport) -> Task:
+    """A task row for a report of a task the service did not record (sent, commit lost)."""
+    body = report.body if isinstance(report.body, dict) else {}
+    info = body.get("basic_info", {}) if isinstance(body.get("basic_info"), dict) else {}
+    return Task(
+        job_id=job_id,
+        task_id=int(report.task_id or 0),
+        inputs=info.get("inputs", []),
+        payload=body.get("payload_info"),
+        state="queued",
+        attempts=0,
+        updated=report.time,
     )
-    if worker is None:
-        worker = Worker(
-            hostname=host.hostname,
-            pid=host.pid,
-            daemon=report.daemon,
-            tasks_done=0,
-            tasks_failed=0,
-            first_seen=report.time,
-            last_seen=report.time,
-        )
-        session.add(worker)
-    if done:
-        worker.tasks_done += 1
-    else:
-        worker.tasks_failed += 1
-    worker.last_seen = max(worker.last_seen, report.time)
-    worker.first_seen = min(worker.first_seen, report.time)
-
-
-def _move_task(session: Session, report: ErrorReport | DoneReport, state: str) -> None:
-    job_id = report.job_id
-    task = session.scalar(select(Task).where(Task.job_id == job_id, Task.task_id == report.task_id))
-    if task is None:
-        if session.get(Job, job_id) is None:
-            return  # a job this service does not know
-        body = report.body if isinstance(report.body, dict) else {}
-        info = body.get("basic_info", {}) if isinstance(body.get("basic_info"), dict) else {}
-        task = Task(
-            job_id=job_id,
-            task_id=report.task_id,
-            inputs=info.get("inputs", []),
-            payload=body.get("payload_info"),
-            state="queued",
-            attempts=0,
-            updated=report.time,
-        )
-        session.add(task)
-    task.attempts = max(task.attempts or 0, int(report.attempt))
-    if STATES.index(state) > STATES.index(task.state):
-        task.state = state
-        task.updated = time.time()
 
 
 class ReportConsumer:
@@ -155,7 +203,7 @@ class ReportConsumer:
         """Receive one batch from each queue and apply it; return the reports applied."""
         applied = 0
         for queue in self.queues:
-            batch = max(1, min(10, queue.capabilities.max_batch))
+            batch = max(1, min(BATCH, queue.capabilities.max_batch))
             messages = queue.receive(batch, wait_seconds=wait_seconds, lease_seconds=LEASE_SECONDS)
             if messages:
                 applied += self._apply(queue, messages)
@@ -205,7 +253,7 @@ class ReportConsumer:
         for attempt in range(1, 4):
             with self.sessions() as session:
                 try:
-                    fresh = [apply_report(session, r) for r in reports]
+                    fresh = apply_reports(session, reports)
                     session.commit()
                 except IntegrityError:
                     session.rollback()
