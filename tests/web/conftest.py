@@ -3,6 +3,7 @@ file database, an API key, and a real daemon that runs the tasks the app enqueue
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -21,10 +22,13 @@ from simpletasks.registry import TaskRegistry
 from simpletasks.settings import DaemonSettings
 from simpletasks.tasks.noop.task import NoOpTask
 
-pytest.importorskip("flask")
-
-from simpletasks.web import PipelineConfig, WebConfig, create_app
-from simpletasks.web.auth import create_api_key
+try:  # the web extra; CI must have it (an ImportError there fails the collection)
+    from simpletasks.web import PipelineConfig, WebConfig, create_app
+    from simpletasks.web.auth import create_api_key
+except ImportError:
+    if os.environ.get("CI") == "true":
+        raise
+    collect_ignore_glob = ["test_web_*.py"]
 
 SECRET = "test-secret-key-0123456789abcdef"
 
