@@ -564,6 +564,9 @@ class FlakyClient:
     def delete_message_batch(self, **kwargs: Any) -> dict:
         return self._flaky("delete_message_batch", **kwargs)
 
+    def change_message_visibility_batch(self, **kwargs: Any) -> dict:
+        return self._flaky("change_message_visibility_batch", **kwargs)
+
 
 SERVER_ERROR = {"SenderFault": False, "Code": "InternalError", "Message": "try again"}
 SENDER_ERROR = {"SenderFault": True, "Code": "InvalidMessageContents", "Message": "bad body"}
@@ -732,3 +735,28 @@ def test_sqs_close_leaves_an_injected_client_open(sqs_client: Any, sqs_name: str
     queue = open_queue(f"sqs://{sqs_name}", client=sqs_client)
     queue.close()
     assert sqs_client.get_queue_url(QueueName=sqs_name)["QueueUrl"].endswith(sqs_name)
+
+
+def test_sqs_extend_many_returns_lost_leases_and_reports_other_failures(
+    sqs_client: Any, sqs_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from simpletasks.queues.sqs import BatchError, SQSQueue, create_queue
+
+    create_queue(sqs_name, client=sqs_client)
+    failures = {"1": [1, LOST_LEASE], "12": [99, SERVER_ERROR]}
+    flaky = FlakyClient(sqs_client, failures, "change_message_visibility_batch")
+    queue = SQSQueue(sqs_name, client=flaky)
+    queue.send_batch([f"b{i}" for i in range(13)])
+    got = drain(queue, 13, ack=False, lease_seconds=2)
+    flaky.calls.clear()
+    with pytest.raises(BatchError, match=r"1 of 13 messages were not extended in sqs://") as info:
+        queue.extend_many(got, 60)
+    assert info.value.failures == [(12, "InternalError", "try again")]
+    assert flaky.calls[:2] == [10, 3]  # ChangeMessageVisibilityBatch, 10 entries a request
+    assert f"extend of message {got[1].id} ignored: its lease was lost" in caplog.text
+    time.sleep(2.3)  # past the first lease: only the ones not extended come back
+    back = drain(queue, 2, timeout=4, ack=False)
+    assert sorted(m.body for m in back) == sorted([got[1].body, got[12].body])
+    flaky.failures.clear()
+    assert queue.extend_many([], 10) == []
+    queue.ack_many(got[:1] + got[2:12] + back)
