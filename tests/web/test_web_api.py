@@ -268,3 +268,49 @@ def test_queue_failure_is_503_and_counts_what_was_sent(app: Any, client: Any, au
         state.queue = real
     ok = client.post(f"/jobs/{job['id']}/tasks/", json={"tasks": [{}]}, headers=auth)
     assert ok.status_code == 201 and ok.json["task_ids"] == [1]
+
+
+def test_bucket_failures_are_503_and_change_nothing(
+    app: Any, client: Any, auth: dict[str, str], env: Any, consume: Any
+):
+    from simpletasks.reports import DoneReport, HostInfo
+
+    state = app.extensions["simpletasks"]
+    job = _job(client, auth)
+    client.post(f"/jobs/{job['id']}/tasks/", json={"tasks": [{}]}, headers=auth)
+    report = DoneReport(
+        host=HostInfo("h", 1),
+        message_id="m",
+        body={},
+        task_name="NO_OP",
+        task_id=1,
+        outputs=["jobs/x/out.txt"],
+        result_message="",
+        attempt=1,
+        seconds=0.1,
+        job_id=job["id"],
+    )
+    open_queue(env.done_url).send(report.to_json())
+    consume(app)
+    rid = client.get(f"/jobs/{job['id']}/results/", headers=auth).json["results"][0]["id"]
+
+    class Down:
+        url = "mem://down"
+
+        def __getattr__(self, name: str) -> Any:
+            def fail(*args: Any, **kwargs: Any) -> Any:
+                raise ConnectionError("bucket down")
+
+            return fail
+
+    real, state.bucket = state.bucket, Down()
+    try:
+        assert "bucket down" in _error(client.delete(f"/jobs/{job['id']}/", headers=auth), 503)
+        response = client.delete(f"/jobs/{job['id']}/results/{rid}/", headers=auth)
+        assert "bucket down" in _error(response, 503)
+    finally:
+        state.bucket = real
+    assert client.get(f"/jobs/{job['id']}/", headers=auth).json["cancelled"] is False
+    assert client.get(f"/jobs/{job['id']}/results/", headers=auth).json["total"] == 1
+    assert client.delete(f"/jobs/{job['id']}/results/{rid}/", headers=auth).status_code == 204
+    assert client.delete(f"/jobs/{job['id']}/", headers=auth).json["cancelled"] is True
