@@ -123,7 +123,9 @@ def start_gateway(work: Path, bandwidth: float) -> tuple[subprocess.Popen, str]:
     args = ["gateway", "--listen", f"127.0.0.1:{port}", "--bucket", f"file://{work}/bucket",
             "--username", "bench", "--password", "bench", "--bandwidth", f"{bandwidth / 1e6}",
             "--log-level", "warning"]  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
