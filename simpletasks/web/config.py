@@ -64,10 +64,17 @@ class PipelineConfig:
                 f"pipeline {name!r} has unknown key(s) {', '.join(unknown)}; "
                 f"known: {', '.join(sorted(known))}"
             )
+        if "task_type" not in data:
+            raise ConfigError(f"pipeline {name!r} needs a task_type")
         values = dict(data)
-        if "extensions" in values:
-            values["extensions"] = tuple(values["extensions"])
-        return cls(name=name, **values)
+        try:
+            if "extensions" in values:
+                if not isinstance(values["extensions"], list):
+                    raise TypeError("extensions must be a list of strings")
+                values["extensions"] = tuple(values["extensions"])
+            return cls(name=name, **values)
+        except TypeError as exc:  # a wrong type, e.g. max_files = "ten"
+            raise ConfigError(f"pipeline {name!r}: {exc}") from None
 
 
 def load_pipelines(path: str | Path) -> dict[str, PipelineConfig]:
