@@ -4,4 +4,7 @@ Each lives in a package of its own and depends only on the public API of simplet
 ``BUILTIN`` lists the import paths the CLI registers unless told otherwise.
 """
 
-BUILTIN = ["simpletasks.tasks.noop:NoOpTask"]
+BUILTIN = [
+    "simpletasks.tasks.noop:NoOpTask",
+    "simpletasks.tasks.tiering:HasteTierTask",
+]

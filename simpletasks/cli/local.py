@@ -39,13 +39,28 @@ from simpletasks.cli._common import echo, log_level_option
     "example's queues and bucket; write --env-file; run until Ctrl-C. Does not start RabbitMQ.",
 )
 @click.option(
+    "--tiering",
+    "tiering_dir",
+    type=click.Path(file_okay=False),
+    help="Instead: the HASTE tiering demo. Generates a defocus series of synthetic cell "
+    "images, tiers it with workers on moto (SQS + S3 tiers with storage classes), prints the "
+    "tier table and writes the database, table and figure into this directory.",
+)
+@click.option(
     "--env-file",
     default="simpletasks-local.env",
     show_default=True,
     type=click.Path(dir_okay=False),
     help="Where --stack writes the environment.",
 )
-def local(cloud: str, concurrency: int, cache_dir: str | None, stack: bool, env_file: str) -> None:
+def local(
+    cloud: str,
+    concurrency: int,
+    cache_dir: str | None,
+    stack: bool,
+    tiering_dir: str | None,
+    env_file: str,
+) -> None:
     """Run the NO_OP example end to end on local emulators (no cloud account needed).
 
     Starts the services on free 127.0.0.1 ports, creates the queues and the bucket,
@@ -60,6 +75,12 @@ def local(cloud: str, concurrency: int, cache_dir: str | None, stack: bool, env_
 
     if stack:
         _serve_stack(Path(env_file), local_run)
+        return
+    if tiering_dir is not None:
+        from simpletasks.tasks.tiering.local import run_demo
+
+        if not run_demo(Path(tiering_dir), cloud="aws", concurrency=concurrency, echo=echo):
+            raise click.ClickException("the tiering demo did not complete cleanly (see above)")
         return
     ok = local_run.run_local(cloud=cloud, concurrency=concurrency, cache_dir=cache_dir, echo=echo)
     if not ok:
