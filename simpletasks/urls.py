@@ -200,6 +200,17 @@ def parse_file_url(url: str, kind: str) -> Path:
     return Path(path)
 
 
+def create_hint(url: str, kind: str) -> str:
+    """What to do about a queue or bucket that does not exist: the command, or ``create=True``.
+
+    Args:
+        url: The queue or bucket URL (password masked).
+        kind: ``"queue"`` or ``"bucket"``.
+    """
+    option = "--bucket " if kind == "bucket" else ""
+    return f"create it with `simpletasks create {option}{url}` or pass create=True"
+
+
 def ensure_file_directory(path: Path, url: str, kind: str, *, create: bool) -> None:
     """Check that a file queue/bucket directory exists, or make it with ``create``.
 
@@ -213,8 +224,7 @@ def ensure_file_directory(path: Path, url: str, kind: str, *, create: bool) -> N
         raise ConfigError(f"cannot use {str(path)!r} as a file {kind}: it is not a directory")
     if not create:
         raise ConfigError(
-            f"file {kind} directory {str(path)!r} does not exist ({url}); create it with "
-            f"`simpletasks create {url}` or pass create=True"
+            f"file {kind} directory {str(path)!r} does not exist ({url}); {create_hint(url, kind)}"
         )
     try:
         path.mkdir(parents=True, exist_ok=True)

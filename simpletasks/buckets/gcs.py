@@ -43,6 +43,7 @@ from simpletasks.errors import (
     ServiceUnavailable,
 )
 from simpletasks.keys import is_valid_key, validate_key
+from simpletasks.urls import create_hint
 
 logger = logging.getLogger(__name__)
 
@@ -222,8 +223,8 @@ class GCSBucket:
             return
         if not create:
             raise ConfigError(
-                f"GCS bucket {self.name!r} does not exist ({self.url}); create it first "
-                "or pass create=True"
+                f"GCS bucket {self.name!r} does not exist ({self.url}); "
+                f"{create_hint(self.url, 'bucket')}"
             )
         try:
             self.client.create_bucket(self.name)

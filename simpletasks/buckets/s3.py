@@ -27,6 +27,7 @@ from simpletasks.buckets import split_bucket_url
 from simpletasks.buckets.file import atomic_path, validate_prefix
 from simpletasks.errors import ConfigError, IntegrityError, KeyNotFound
 from simpletasks.keys import is_valid_key, validate_key
+from simpletasks.urls import create_hint
 
 logger = logging.getLogger(__name__)
 
@@ -157,8 +158,8 @@ class S3Bucket:
                 raise
         if not create:
             raise ConfigError(
-                f"S3 bucket {self.bucket!r} does not exist ({self.url}); create it first "
-                "or pass create=True"
+                f"S3 bucket {self.bucket!r} does not exist ({self.url}); "
+                f"{create_hint(self.url, 'bucket')}"
             )
         kwargs: dict[str, Any] = {"Bucket": self.bucket}
         region = self.client.meta.region_name

@@ -18,6 +18,7 @@ from google.cloud import pubsub_v1
 
 from simpletasks.endpoints import split_host_port, unreachable
 from simpletasks.errors import ConfigError, CredentialsError, ServiceUnavailable
+from simpletasks.urls import create_hint
 
 logger = logging.getLogger(__name__)
 
@@ -127,9 +128,11 @@ def describe(subscriber: Any, subscription_path: str, topic: str | None) -> Any:
             subscription=subscription_path, timeout=ADMIN_TIMEOUT_SECONDS
         )
     except gexc.NotFound:
+        _, project, _, name = subscription_path.split("/")
         raise ConfigError(
             f"Pub/Sub subscription {subscription_path} does not exist (at "
-            f"{getattr(subscriber, 'target', '?')}); create it first or pass create=True"
+            f"{getattr(subscriber, 'target', '?')}); "
+            f"{create_hint(f'pubsub://{project}/{name}', 'queue')}"
         ) from None
     expected = topic and topic_path(subscription_path.split("/")[1], topic)
     if expected and info.topic != expected:

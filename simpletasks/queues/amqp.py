@@ -58,7 +58,7 @@ from simpletasks.queues._amqp import (
     quiet_pika,
 )
 from simpletasks.queues._amqp_leases import LeaseBook, Pump, attempt_of
-from simpletasks.urls import redact
+from simpletasks.urls import create_hint, redact
 
 logger = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ class AMQPQueue:
                 if error.reply_code == 404:
                     raise ConfigError(
                         f"RabbitMQ queue {self.name!r} does not exist at {self.url}; "
-                        "create it first or pass create=True"
+                        f"{create_hint(self.url, 'queue')}"
                     )
                 if error.reply_code != 406 or arguments:
                     raise ConfigError(f"cannot declare {self.url}: {error.reply_text}")

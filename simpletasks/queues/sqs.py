@@ -25,6 +25,7 @@ from botocore.exceptions import ClientError
 from simpletasks import aws
 from simpletasks.errors import BatchError, ConfigError
 from simpletasks.queues import Message, QueueCapabilities, QueueCounts, _checks, _common
+from simpletasks.urls import create_hint
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class SQSQueue:
         except client.exceptions.QueueDoesNotExist:
             raise ConfigError(
                 f"SQS queue {self.name!r} does not exist at {client.meta.endpoint_url} "
-                f"(region {client.meta.region_name}); create it first or pass create=True"
+                f"(region {client.meta.region_name}); {create_hint(self.url, 'queue')}"
             ) from None
 
     @classmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -388,7 +389,7 @@ def test_file_queue_and_file_bucket_read_a_url_the_same_way(tmp_path: Path) -> N
 
 def test_file_bucket_create_makes_the_directory_and_nothing_else_does(tmp_path: Path) -> None:
     url = (tmp_path / "a" / "b").as_uri()
-    with pytest.raises(ConfigError, match=r"create it with `simpletasks create file:///"):
+    with pytest.raises(ConfigError, match=r"create it with `simpletasks create --bucket file:///"):
         open_bucket(url)
     assert not (tmp_path / "a").exists()
     open_bucket(url, create=True).upload_fileobj(io.BytesIO(b"1"), "k")
@@ -517,7 +518,8 @@ def test_s3_size_mismatch_raises_integrity_error(
 
 def test_s3_missing_bucket_is_a_clear_error(moto_server: MotoServer, s3_client: Any) -> None:
     name = _unique("missing")
-    with pytest.raises(ConfigError, match=f"S3 bucket '{name}' does not exist.*create=True"):
+    hint = f"create it with `simpletasks create --bucket s3://{name}` or pass create=True"
+    with pytest.raises(ConfigError, match=f"S3 bucket '{name}' does not exist.*{re.escape(hint)}"):
         open_bucket(f"s3://{name}", client=s3_client)
     bucket = open_bucket(f"s3://{name}/pre", client=s3_client, create=True)
     bucket.upload_fileobj(io.BytesIO(b"1"), "k")

@@ -5,6 +5,7 @@ Backend-specific checks (URL forms, SQS limits, named memory queues) follow at t
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -597,7 +598,8 @@ def sqs_name(sqs_client: Any) -> Iterator[str]:
 def test_sqs_open_of_a_missing_queue_says_so(moto_server: MotoServer, sqs_name: str) -> None:
     with pytest.raises(ConfigError, match=rf"SQS queue '{sqs_name}' does not exist at http://"):
         open_queue(f"sqs://{sqs_name}", endpoint_url=moto_server.endpoint_url)
-    with pytest.raises(ConfigError, match="create it first or pass create=True"):
+    hint = f"create it with `simpletasks create sqs://{sqs_name}` or pass create=True"
+    with pytest.raises(ConfigError, match=re.escape(hint)):
         open_queue(f"sqs://{sqs_name}", endpoint_url=moto_server.endpoint_url)
     queue = open_queue(f"sqs://{sqs_name}", endpoint_url=moto_server.endpoint_url, create=True)
     assert queue.counts() == QueueCounts(visible=0, in_flight=0)

@@ -118,8 +118,10 @@ def test_long_form_checks_the_topic(
 
 def test_opening_a_missing_subscription_says_so(pubsub_emulator: PubSubEmulator) -> None:
     url = f"pubsub://{pubsub_emulator.project}/{fresh()}"
-    with pytest.raises(ConfigError, match=r"does not exist .*create it first or pass create=True"):
+    hint = f"create it with `simpletasks create {url}` or pass create=True"
+    with pytest.raises(ConfigError, match=r"does not exist ") as info:
         open_queue(url, emulator_host=pubsub_emulator.host_port)
+    assert str(info.value).endswith(hint)
 
 
 def test_the_library_reads_pubsub_emulator_host_itself(
