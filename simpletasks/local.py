@@ -37,7 +37,7 @@ QUEUES = ("simpletasks-tasks", "simpletasks-errors", "simpletasks-done")
 def drain(queue: QueueService) -> list[str]:
     """Receive and ack everything visible on ``queue``; return the bodies."""
     bodies = []
-    while batch := queue.receive(10, wait_seconds=0, lease_seconds=30):
+    while batch := queue.receive(queue.capabilities.max_batch, wait_seconds=0, lease_seconds=30):
         bodies += [m.body for m in batch]
         for message in batch:
             queue.ack(message)

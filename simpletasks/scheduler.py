@@ -11,8 +11,6 @@ from simpletasks.queues import QueueService
 
 logger = logging.getLogger(__name__)
 
-BATCH = 10
-
 
 def schedule(
     queue: QueueService,
@@ -21,7 +19,7 @@ def schedule(
     threads: int = 4,
     progress: bool = False,
 ) -> int:
-    """Send ``tasks`` to ``queue`` in batches of 10 on ``threads`` threads.
+    """Send ``tasks`` to ``queue`` in batches of its ``max_batch`` on ``threads`` threads.
 
     Messages given as strings are validated first (:meth:`TaskMessage.from_json`), so
     nothing is sent when any of them is malformed.
@@ -39,7 +37,8 @@ def schedule(
         MessageError: If a string message is malformed (nothing is sent).
     """
     bodies = [t.to_json() if isinstance(t, TaskMessage) else _checked(t) for t in tasks]
-    batches: list[Sequence[str]] = [bodies[i : i + BATCH] for i in range(0, len(bodies), BATCH)]
+    size = max(1, queue.capabilities.max_batch)
+    batches: list[Sequence[str]] = [bodies[i : i + size] for i in range(0, len(bodies), size)]
     bar = None
     if progress:
         from tqdm import tqdm

@@ -286,7 +286,7 @@ def test_known_bug_body_near_the_sqs_size_limit_is_reported(
     moto_server: MotoServer, tmp_path: Path
 ) -> None:
     queues = sqs_queues(moto_server)
-    limit = queues["tasks"].max_body_bytes  # type: ignore[attr-defined]
+    limit = queues["tasks"].capabilities.max_body_bytes
     bucket = open_bucket("mem://sqs-big")
     upload_inputs(bucket)
     big = _big(limit - 200)
