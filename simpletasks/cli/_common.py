@@ -8,7 +8,6 @@ masked, and exit status 1 (2 for wrong usage). No traceback for a mistake a user
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -16,6 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from simpletasks.errors import SimpleTasksError
+from simpletasks.urls import redact
 
 DEFAULT_CACHE = "~/.cache/simpletasks"
 CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
@@ -51,17 +51,11 @@ _HINTS = {
 }
 
 F = TypeVar("F", bound=Callable[..., Any])
-_PASSWORD = re.compile(r"(?i)\b(amqps?://[^:/@\s'\"]*:)[^@\s'\"]*@")
 
 
 def env_name(name: str) -> str:
     """Return the environment variable that can set option ``name``."""
     return f"SIMPLETASKS_{name}"
-
-
-def redact(text: str) -> str:
-    """Mask the password of every ``amqp://user:password@`` URL in ``text``."""
-    return _PASSWORD.sub(r"\1***@", text)
 
 
 def echo(text: str, **kwargs: Any) -> None:
