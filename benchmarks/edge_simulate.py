@@ -173,14 +173,14 @@ def plots(directory: Path) -> list[str]:
     for name in ("splines", "splines-random"):
         pol = make_policy(name, seed=0, oracle_scores=scores)
         res = simulate_once(profile, pol, bandwidth_mbps=1.90, cores=1)
-        path = directory / f"edge-fig7-{name}.png"
+        path = directory / f"edge-policy-fig7-{name}.png"
         title = f"{name}: paper-like profile, 1 core, 1.90 MB/s, makespan {res['makespan']:.1f} s"
         out.append(str(plot_estimate(profile, pol, path, title)))
     res = run_all(profile, bandwidth_mbps=1.90, cores=1, seeds=3)
     out.append(
         str(
             plot_makespans(
-                res, directory / "edge-makespans.png", "paper-like profile, 1 core, 1.90 MB/s"
+                res, directory / "edge-policy-makespans.png", "paper-like profile, 1 core, 1.90 MB/s"
             )
         )
     )
