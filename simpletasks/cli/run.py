@@ -90,14 +90,21 @@ def same_queue(a: str, b: str) -> bool:
     return norm(a) == norm(b)
 
 
-def build_datasource(bucket_url: str, cache_dir: str, cache_max_bytes: int | None) -> Any:
-    """Open the bucket and wrap it with a file cache."""
+def build_datasource(
+    bucket_url: str, cache_dir: str, cache_max_bytes: int | None, metered: Any = None
+) -> Any:
+    """Open the bucket and wrap it with a file cache (both counted by ``metered``, if given:
+    a :class:`~simpletasks.metrics.MetricsMiddleware`)."""
     from simpletasks.buckets import open_bucket
     from simpletasks.cache import FileSystemCache
     from simpletasks.datasource import BucketCacheDatasource
 
-    cache = FileSystemCache(Path(cache_dir).expanduser(), max_bytes=cache_max_bytes)
-    return BucketCacheDatasource(open_bucket(bucket_url), cache)
+    root = Path(cache_dir).expanduser()
+    bucket = open_bucket(bucket_url)
+    if metered is None:
+        return BucketCacheDatasource(bucket, FileSystemCache(root, max_bytes=cache_max_bytes))
+    cache = metered.cache(root, max_bytes=cache_max_bytes)
+    return BucketCacheDatasource(metered.bucket(bucket), cache)
 
 
 @click.command()
@@ -261,7 +268,60 @@ def build_datasource(bucket_url: str, cache_dir: str, cache_max_bytes: int | Non
     show_envvar=True,
     envvar=env_name("FROM_METADATA"),
     help="Read options from GCE instance attributes or EC2 instance tags (docs/deploy.md): "
-    "a flag wins over metadata, metadata over SIMPLETASKS_* variables.",
+    "a flag wins over metadata, metadata over SIMPLETASKS_* variables. Also watches the "
+    "preemption notice (GCE instance/preempted, EC2 spot/instance-action): on one, stops "
+    "taking work and releases running tasks before the machine goes.",
+)
+@click.option(
+    "--preemption-poll",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0.05),
+    show_envvar=True,
+    envvar=env_name("PREEMPTION_POLL_SECONDS"),
+    help="With --from-metadata: seconds between two checks of the preemption notice.",
+)
+@click.option(
+    "--name",
+    "daemon_name",
+    default="daemon",
+    show_default=True,
+    show_envvar=True,
+    envvar=env_name("NAME"),
+    help="Name of this daemon in logs, reports and metric labels.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    show_envvar=True,
+    envvar=env_name("METRICS_PORT"),
+    help="Serve Prometheus /metrics, /healthz and /readyz on this port (0: a free port, "
+    "logged). Needs prometheus_client.",
+)
+@click.option(
+    "--metrics-host",
+    default="0.0.0.0",
+    show_default=True,
+    show_envvar=True,
+    envvar=env_name("METRICS_HOST"),
+    help="Address the metrics endpoint listens on.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    show_envvar=True,
+    envvar=env_name("LOG_FORMAT"),
+    help="json: one JSON object per log line, with the task, message id and attempt.",
+)
+@click.option(
+    "--status-file",
+    type=click.Path(dir_okay=False),
+    show_envvar=True,
+    envvar=env_name("STATUS_FILE"),
+    help="Keep a JSON status (pid, state, counters) in this file (`simpletasks fleet "
+    "status` reads it).",
 )
 def run(
     queue_url: str,
@@ -283,12 +343,23 @@ def run(
     burst: bool,
     max_tasks: int | None,
     from_metadata: str | None,
+    preemption_poll: float,
+    daemon_name: str,
+    metrics_port: int | None,
+    metrics_host: str,
+    log_format: str,
+    status_file: str | None,
 ) -> None:
     """Run the daemon: take tasks from the queue and run them until stopped."""
     from simpletasks.daemon import DaemonService
     from simpletasks.queues import open_queue
     from simpletasks.settings import DaemonSettings
 
+    if log_format == "json":
+        from simpletasks.logjson import use_json_logs
+
+        use_json_logs()
+    observers = _observers(daemon_name, metrics_port, metrics_host, log_format, status_file)
     try:
         if from_metadata:
             found = _metadata_options(from_metadata)
@@ -318,19 +389,28 @@ def run(
             burst=burst,
             max_tasks=max_tasks,
         )
+        extras = _extras(followup_url, middleware_paths)
+        extras["middleware"] = [*observers.middleware, *extras.get("middleware", [])]
+        queue = open_queue(queue_url)
         daemon = DaemonService(
-            queue=open_queue(queue_url),
+            queue=observers.metered.queue(queue) if observers.metered else queue,
             registry=build_registry(task_paths),
-            datasource=build_datasource(bucket_url, cache_dir, cache_max_bytes),
+            datasource=build_datasource(bucket_url, cache_dir, cache_max_bytes, observers.metered),
             error_queue=open_queue(error_url),
             done_queue=open_queue(done_url) if done_url else None,
             settings=settings,
-            **_extras(followup_url, middleware_paths),
+            name=daemon_name,
+            **extras,
         )
+        observers.start(daemon, from_metadata, preemption_poll)
     except SimpleTasksError as exc:
+        observers.close()
         raise click.ClickException(str(exc)) from exc
     daemon.install_signal_handlers()
-    stats = daemon.run()
+    try:
+        stats = daemon.run()
+    finally:
+        observers.close()
     summary = {k: v for k, v in vars(stats).items() if not k.startswith("_")}
     if isinstance(summary.get("seconds"), float):
         summary["seconds"] = round(summary["seconds"], 1)
@@ -341,6 +421,69 @@ def run(
             f"{failed} task(s) failed for good; see their reports with "
             f"`simpletasks peek {error_url}`"
         )
+
+
+class _Observers:
+    """What watches a daemon besides its own middleware: metrics, logs, status file, notices."""
+
+    def __init__(self) -> None:
+        self.middleware: list[Any] = []
+        self.metered: Any = None  # the MetricsMiddleware, if metrics are on
+        self.metrics: Any = None
+        self.server: Any = None
+        self.watcher: Any = None
+        self.address: tuple[int, str] = (0, "0.0.0.0")
+        self.status: Any = None  # the StatusFileMiddleware, if any
+
+    def start(self, daemon: Any, from_metadata: str | None, poll: float) -> None:
+        """Serve the metrics; watch the preemption notice of ``from_metadata``'s cloud."""
+        if self.metrics is not None and self.server is None:
+            from simpletasks.metrics_server import MetricsServer
+
+            self.server = MetricsServer(self.metrics, *self.address).start()
+            if self.status is not None:  # the status file tells the port too
+                self.status.extra["metrics_port"] = self.server.port
+        if from_metadata:
+            from simpletasks import metadata, preemption
+
+            endpoint = os.environ.get(metadata.ENDPOINT_VARIABLES[from_metadata])
+            self.watcher = preemption.watch(
+                from_metadata, [daemon], endpoint=endpoint, interval=poll
+            )
+
+    def close(self) -> None:
+        """Stop the watcher and the metrics server."""
+        if self.watcher is not None:
+            self.watcher.close()
+        if self.server is not None:
+            self.server.close()
+
+
+def _observers(
+    name: str, port: int | None, host: str, log_format: str, status_file: str | None
+) -> _Observers:
+    """Build the middleware for --metrics-port, --log-format json and --status-file."""
+    found = _Observers()
+    if port is not None:
+        from simpletasks.metrics import Metrics
+
+        try:
+            found.metrics = Metrics()
+        except SimpleTasksError as exc:
+            raise click.ClickException(str(exc)) from exc
+        found.metered = found.metrics.middleware(name)
+        found.address = (port, host)
+        found.middleware.append(found.metered)
+    if log_format == "json":
+        from simpletasks.logjson import TaskLogMiddleware
+
+        found.middleware.append(TaskLogMiddleware(name))
+    if status_file:
+        from simpletasks.fleet.status import StatusFileMiddleware
+
+        found.status = StatusFileMiddleware(status_file)
+        found.middleware.append(found.status)
+    return found
 
 
 def _extras(followup_url: str | None, middleware_paths: tuple[str, ...]) -> dict[str, Any]:
