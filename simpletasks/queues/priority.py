@@ -146,7 +146,7 @@ class PriorityQueue:
         self._store = _store or _Store(clock)
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> PriorityQueue:
+    def from_url(cls, url: str, *, create: bool = False, **kwargs: Any) -> PriorityQueue:
         """Refuse: a priority queue exists only as an object shared inside one process."""
         raise ConfigError(
             f"{url!r}: a priority queue cannot be opened by URL; create a PriorityQueue "
@@ -155,8 +155,8 @@ class PriorityQueue:
 
     @property
     def capabilities(self) -> QueueCapabilities:
-        """One message per receive, ordered delivery, exact counts, no size limits."""
-        return QueueCapabilities(max_batch=1, counts=True, ordered=True)
+        """Ordered delivery (no local buffering by daemons), exact counts, no size limits."""
+        return QueueCapabilities(max_batch=100, counts=True, ordered=True)
 
     def view(self, chooser: Chooser, name: str | None = None) -> PriorityQueue:
         """Return another queue over the same messages, ordered by ``chooser``."""
@@ -179,6 +179,7 @@ class PriorityQueue:
         lease running out).
         """
         check_receive_args(max_messages, wait_seconds, lease_seconds)
+        max_messages = min(max_messages, self.capabilities.max_batch)
         store = self._store
         deadline = store.clock() + wait_seconds
         messages: list[Message] = []

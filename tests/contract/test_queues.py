@@ -26,8 +26,9 @@ from simpletasks.queues import (
     open_queue,
 )
 from simpletasks.queues.memory import MemoryQueue
+from simpletasks.queues.priority import Fifo, PriorityQueue
 
-BACKENDS = ["mem", "file", "sqs", "amqp", "pubsub"]
+BACKENDS = ["mem", "file", "sqs", "amqp", "pubsub", "priority"]
 MOTO_STALE_HANDLES = (
     "moto accepts any earlier receipt handle of a message, so a stale handle still settles "
     "the new delivery (real SQS does not promise either way)"
@@ -44,8 +45,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 def spec(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, dict]:
     """The URL and ``open_queue`` keyword arguments of a fresh queue of ``backend``."""
     name = f"contract-{uuid.uuid4().hex[:12]}"
-    if backend == "mem":
-        return f"mem://{name}", {}
+    if backend in ("mem", "priority"):  # a priority queue is an object, not a URL to open
+        return f"{backend}://{name}", {}
     if backend == "file":
         return (tmp_path / "queue dir").as_uri(), {}
     if backend == "amqp":  # a fresh quorum queue, deleted by the queue fixture
@@ -61,7 +62,10 @@ def spec(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> tuple[
 def queue(backend: str, spec: tuple[str, dict]) -> Iterator[QueueService]:
     """A fresh, empty queue of each backend."""
     url, kwargs = spec
-    q: Any = open_queue(url, create=True, **kwargs)
+    if backend == "priority":
+        q: Any = PriorityQueue(url.removeprefix("priority://"))
+    else:
+        q = open_queue(url, create=True, **kwargs)
     yield q
     if backend in ("sqs", "amqp", "pubsub"):
         q.delete()
@@ -134,9 +138,10 @@ def test_capabilities_are_declared_and_honoured(queue: QueueService, backend: st
         "amqp": (100, None, True),
         "file": (100, None, True),
         "mem": (100, None, True),
+        "priority": (100, None, True),
     }[backend]
     assert (caps.max_batch, caps.max_lease_seconds, caps.counts) == expected
-    assert caps.ordered is False
+    assert caps.ordered is (backend == "priority")
     assert caps.max_body_bytes is None or caps.max_body_bytes >= 256 * 1024
     assert not hasattr(queue, "max_lease_seconds") and not hasattr(queue, "max_body_bytes")
     if caps.max_lease_seconds is not None:
@@ -163,7 +168,10 @@ def test_send_receive_round_trip(queue: QueueService) -> None:
 
 def test_reopening_the_url_reaches_the_same_queue(queue: QueueService, spec: tuple) -> None:
     url, kwargs = spec
-    other = open_queue(url, **kwargs)
+    if isinstance(queue, PriorityQueue):  # its equivalent of reopening: another view
+        other: Any = queue.view(Fifo())
+    else:
+        other = open_queue(url, **kwargs)
     try:
         queue.send("shared")
         [message] = other.receive(wait_seconds=2)
