@@ -1,20 +1,22 @@
 """The ``simpletasks`` command line.
 
-Commands: ``run`` (the daemon), ``create`` and ``upload`` (set up queues, buckets and
-inputs), ``schedule``, ``status``, ``peek``, ``requeue`` and ``purge`` (work with queues),
-``local`` (the example and the local stack). Every option of ``run`` can also come from a
-``SIMPLETASKS_*`` environment variable (named in ``--help``); a flag wins. A mistake ends in
-one line, ``Error: ...``, exit status 1 (2 for wrong usage); see :mod:`._common`. This package
-is the only place that configures logging handlers.
+Commands, one module each: ``run`` (the daemon), ``create`` and ``upload`` (set up queues,
+buckets and inputs: ``setup``), ``schedule``, ``status``, ``peek``, ``requeue`` and ``purge``
+(work with queues: ``queues``), ``local`` (the example, the tiering demo and the local
+stack), ``edge`` (the HASTE edge agent, gateway and simulator), ``tier`` (the HASTE tiering
+worker's report, demo and helpers) and ``serve`` (the job API and upload pages).
+
+Every option of ``run`` can also come from a ``SIMPLETASKS_*`` environment variable (named
+in ``--help``); a flag wins. A mistake ends in one line, ``Error: ...``, exit status 1 (2 for
+wrong usage); see :mod:`._common`. This package is the only place that configures logging
+handlers.
 """
 
 from __future__ import annotations
 
-import importlib
-
 import click
 
-from simpletasks.cli import local, queues, run, setup
+from simpletasks.cli import edge, local, queues, run, serve, setup, tier
 from simpletasks.cli._common import CONTEXT_SETTINGS, Group, log_level_option
 
 
@@ -39,40 +41,8 @@ for command in (
     queues.requeue,
     queues.purge,
     local.local,
+    edge.edge,
+    tier.tier,
+    serve.serve,
 ):
     main.add_command(command)
-
-
-def _add_pipeline_commands() -> None:
-    """Add the commands of cli/edge.py, tier.py and serve.py (other helpers') if present.
-
-    Such a module lists its commands in ``COMMANDS``; without it, every click command it
-    defines that is not a subcommand of one of its groups is added.
-    """
-    for name in ("edge", "tier", "serve"):
-        try:
-            module = importlib.import_module(f"simpletasks.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"simpletasks.cli.{name}":
-                raise
-            continue
-        defined = [
-            obj
-            for obj in vars(module).values()
-            if isinstance(obj, click.Command)
-            and getattr(obj.callback, "__module__", None) == module.__name__
-        ]
-        nested = {
-            id(sub)
-            for obj in defined
-            if isinstance(obj, click.Group)
-            for sub in obj.commands.values()
-        }
-        commands = getattr(module, "COMMANDS", None) or [
-            obj for obj in defined if id(obj) not in nested
-        ]
-        for command in commands:
-            main.add_command(command)
-
-
-_add_pipeline_commands()

@@ -232,6 +232,3 @@ def simulate(
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(result, indent=2))
-
-
-COMMANDS = [edge]
