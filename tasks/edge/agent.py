@@ -68,7 +68,7 @@ class AgentConfig:
         directory: The watched directory.
         include: Keep only names ending with one of these suffixes.
         policy: A policy name (see ``tasks.edge.policy.policy_names``).
-        cores: Pre-processing workers (C).
+        cores: Pre-processing workers (C); 0 runs no CPU lane (every file sent as it is).
         uploads: Upload workers sharing the link (K).
         state_dir: Journal and work files (default: ``<directory>/.simpletasks-edge``).
         operator: Operator name for ``get_operator``.
@@ -212,24 +212,27 @@ class EdgeAgent:
         cpu_registry.register(EdgePreprocessTask)
         upload_registry.register(EdgeUploadTask)
         grace = config.grace_seconds
-        self.supervisor = Supervisor(
-            [
+        lanes = []
+        if config.cores > 0:  # with no CPU lane, files are sent as they are
+            lanes.append(
                 DaemonService(
                     queue=self.queue.view(_PreprocessChooser(self.runtime), "edge-preprocess"),
                     registry=cpu_registry,
                     settings=_lane_settings(config.cores, grace),
                     resources={"edge": resources["edge"]},
                     name="cpu",
-                ),
-                DaemonService(
-                    queue=self.queue.view(_UploadChooser(self.runtime), "edge-upload"),
-                    registry=upload_registry,
-                    settings=_lane_settings(config.uploads, grace),
-                    resources=resources,
-                    name="upload",
-                ),
-            ]
+                )
+            )
+        lanes.append(
+            DaemonService(
+                queue=self.queue.view(_UploadChooser(self.runtime), "edge-upload"),
+                registry=upload_registry,
+                settings=_lane_settings(config.uploads, grace),
+                resources=resources,
+                name="upload",
+            )
         )
+        self.supervisor = Supervisor(lanes)
         self.watcher = DirectoryWatcher(
             Path(config.directory), include=config.include, settle_seconds=config.settle_seconds
         )
@@ -315,10 +318,11 @@ class EdgeAgent:
                 hint = float(self._hint(found.path))
             except Exception as exc:  # a corrupt image: no hint, the policy still has it
                 rt.report(f, f"no content hint: {type(exc).__name__}: {exc}")
-        bodies = [task_body(PREPROCESS, f), task_body(UPLOAD, f)]
+        kinds = [PREPROCESS, UPLOAD] if self.config.cores > 0 else [UPLOAD]
+        bodies = [task_body(kind, f) for kind in kinds]
         rt.files[index] = f
-        rt.kinds[bodies[0]] = (PREPROCESS, index)
-        rt.kinds[bodies[1]] = (UPLOAD, index)
+        for kind, body in zip(kinds, bodies, strict=True):
+            rt.kinds[body] = (kind, index)
         if rt.stats.first_detected is None:
             rt.stats.first_detected = found.detected
         rt.stats.add(seen=1)

@@ -97,6 +97,11 @@ def test_agent_to_bucket_url_and_wrong_password_exits_1(tmp_path: Path) -> None:
                     "run1", "--exit-when-idle", "0.5", "--no-progress")  # fmt: skip
     assert result.exit_code == 0 and json.loads(result.stdout)["uploaded"] == 3
     assert sorted(os.listdir(tmp_path / "out" / "run1")) == ["f00.png", "f01.png", "f02.png"]
+    result = invoke("agent", str(watched), "--bucket", f"file://{tmp_path}/out", "--stream-id",
+                    "run2", "--exit-when-idle", "0.5", "--no-progress", "--state-dir",
+                    str(tmp_path / "st2"), "--preprocessing-cores", "0")  # fmt: skip
+    summary = json.loads(result.stdout)  # no CPU lane: every file sent as it is
+    assert summary["uploaded"] == 3 and summary["processed"] == 0 and "cpu" not in summary["lanes"]
     store = open_bucket(f"file://{tmp_path}/b", create=True)
     (watched / "new.png").write_bytes((watched / "f00.png").read_bytes())
     with GatewayServer(HasteGateway(store, username="u", password="p")) as server:
