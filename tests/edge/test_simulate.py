@@ -137,3 +137,31 @@ def test_paper_setup_targets():
     assert pols["splines"]["makespan"] == pytest.approx(170.48, rel=0.02)
     assert pols["splines-random"]["makespan"] == pytest.approx(170.48, rel=0.02)
     assert pols["splines"]["oracle_gain_fraction"] >= 0.97
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("profile", [paper_profile, heterogeneous_profile])
+def test_splines_beats_the_published_rules_when_cpu_is_scarce(profile):
+    res = run_all(
+        profile(seed=0),
+        bandwidth_mbps=3.125,
+        cores=1,
+        seeds=2,
+        policies=["splines", "splines-random", "splines-block"],
+    )
+    frac = {k: v["oracle_gain_fraction"] for k, v in res["policies"].items()}
+    assert frac["splines"] >= max(frac["splines-random"], frac["splines-block"])
+    assert frac["splines"] >= 0.96
+
+
+@pytest.mark.slow
+def test_iid_control_splines_close_to_natural_and_content_uses_the_hint():
+    res = run_all(
+        iid_profile(seed=0),
+        bandwidth_mbps=3.125,
+        cores=1,
+        policies=["splines", "natural", "content"],
+    )
+    pols = res["policies"]
+    assert pols["splines"]["makespan"] <= pols["natural"]["makespan"] * 1.01
+    assert pols["content"]["oracle_gain_fraction"] >= 0.9
