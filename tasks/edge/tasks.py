@@ -259,6 +259,12 @@ class EdgeUploadTask(_EdgeTask):
             rt.wake()
             rt.on_fatal(str(exc))
             raise
+        except Exception:
+            # Unexpected (a bug, an operator's file we cannot read...): the daemon retries the
+            # message after a delay; the policy must be able to choose the file again.
+            rt.policy.upload_failed(i)
+            rt.wake()
+            raise
         if sent is None:
             rt.policy.upload_failed(i)
             rt.wake()
@@ -297,6 +303,14 @@ class EdgeUploadTask(_EdgeTask):
         rt.wake()
         return Result(success=True, outputs=[sent.target], message=f"{sent.bytes} bytes")
 
+    def _backoff_sleep(self, seconds: float) -> bool:
+        """Wait between tries; True (give up) as soon as the daemon is stopping."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self.context.sleep(min(left, 0.2)) or self.context.stopping():
+                return True
+        return self.context.stopping()
+
     def _send(self, rt: EdgeRuntime, f: EdgeFile) -> tuple[Sent | None, bool]:
         session = self.context.resources["link"]
 
@@ -312,7 +326,7 @@ class EdgeUploadTask(_EdgeTask):
                 name=f.name,
                 original_filename=str(f.path),
                 unixtime=f.mtime_ns / 1e9,
-                sleep=self.context.sleep,
+                sleep=self._backoff_sleep,
                 on_retry=retried,
             )
         except FileNotFoundError:

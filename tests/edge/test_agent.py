@@ -21,6 +21,7 @@ from PIL import Image
 
 from simpletasks.buckets import open_bucket
 from simpletasks.context import TaskContext
+from simpletasks.errors import TaskCancelled
 from simpletasks.message import TaskMessage
 from simpletasks.tasks.edge.agent import AgentConfig, EdgeAgent, progress_line
 from simpletasks.tasks.edge.gateway import GatewayServer, HasteGateway
@@ -345,3 +346,46 @@ def test_processed_version_sent_when_smaller_and_stale_preprocess_is_a_no_op(
     result = run_task(EdgePreprocessTask, rt, 1)  # its EDGE_PREPROCESS message drains
     assert result.success and "already uploaded" in result.message
     assert PREPROCESS != UPLOAD
+
+
+class BrokenSession:
+    def send(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug in the target client")
+
+
+def test_unexpected_upload_error_lets_the_policy_choose_the_file_again(
+    tmp_path: Path, store: Any
+) -> None:
+    make_image(tmp_path / "a.png", 20, 0)
+    rt = runtime_with(tmp_path, store, ["a.png"])
+    assert rt.policy.next_upload() == 0
+    body = task_body(UPLOAD, rt.files[0])
+    context = TaskContext(resources={"edge": rt, "link": BrokenSession()})
+    with pytest.raises(RuntimeError, match="a bug"):
+        EdgeUploadTask(TaskMessage.from_json(body), context=context).execute(None)
+    assert rt.policy.state(0) == FileState.WAITING_UNPROCESSED  # the daemon's retry can run
+    assert rt.policy.next_upload() == 0
+
+
+def test_upload_in_back_off_gives_up_when_the_daemon_stops(tmp_path: Path, store: Any) -> None:
+    make_image(tmp_path / "a.png", 20, 0)
+    rt = runtime_with(tmp_path, store, ["a.png"])
+    rt.uploader = BucketUploader(FailingStore(), stream_id="s")
+    assert rt.policy.next_upload() == 0
+    stopping = threading.Event()
+    body = task_body(UPLOAD, rt.files[0])
+    with rt.uploader.session() as link:
+        context = TaskContext(resources={"edge": rt, "link": link}, stopping=stopping)
+        threading.Timer(0.3, stopping.set).start()
+        started = time.monotonic()
+        with pytest.raises(TaskCancelled, match="not journaled"):
+            EdgeUploadTask(TaskMessage.from_json(body), context=context).execute(None)
+    assert time.monotonic() - started < 2.0
+    assert rt.policy.state(0) == FileState.WAITING_UNPROCESSED and len(rt.journal) == 0
+
+
+class FailingStore:
+    url = "mem://down"
+
+    def upload(self, path: Path, key: str) -> None:
+        raise ConnectionError("down")
