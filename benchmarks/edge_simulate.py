@@ -14,12 +14,15 @@ the agent uses, on synthetic profiles (:mod:`simpletasks.tasks.edge.synthetic`):
   policy's makespan / natural's (target for ``splines``: <= 1.01) and ``content``'s fraction
   of the oracle's gain.
 - **S4 CPU-rich**: the paper profile with 4 cores: every policy's makespan / offline.
+- **S5 images** (``--images N``): TEM-like PNGs (smooth and i.i.d.) generated, profiled by
+  running the operator and the hint on this machine, then simulated (1 core, CPU-poor links).
 
 Usage::
 
     python benchmarks/edge_simulate.py                   # ~2-4 min on 2 shared vCPUs
     python benchmarks/edge_simulate.py --quick           # 1 profile seed, 2 policy seeds
     python benchmarks/edge_simulate.py --plots docs/     # also Figure 7 and makespan PNGs
+    python benchmarks/edge_simulate.py --images 300      # also S5: profiles measured on PNGs
 """
 
 from __future__ import annotations
@@ -163,6 +166,47 @@ def s4_cpu_rich(seeds: int) -> dict:
     }
 
 
+def s5_images(n: int, size: int) -> dict:
+    """Profiles measured from generated TEM-like PNGs (operator run and timed on this machine).
+
+    The link is set so that one core can process ``cpu_share`` of the files (0.35 and 0.6:
+    CPU-poor like S2's 1 core at 3.125 and 1.90 MB/s) and arrivals run 5x faster than the link.
+    """
+    import tempfile
+
+    from simpletasks.tasks.edge.profile import profile_directory
+    from simpletasks.tasks.edge.synthetic import write_tem_stream
+
+    out = {}
+    names = ["content", "splines", "splines-random", "splines-block", "natural", "random"]
+    with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp:
+        for kind in ("smooth", "iid"):
+            folder = Path(tmp) / kind
+            write_tem_stream(folder, n, kind=kind, size=size, seed=5)
+            rows = profile_directory(folder, Path(tmp) / f"{kind}.csv", include=".png")
+            total = sum(r.size_bytes for r in rows)
+            cpu = statistics.mean(r.cpu_seconds for r in rows)
+            entry = {
+                "images": n,
+                "mean_bytes": round(total / n),
+                "saved_share": round(sum(r.saved_bytes for r in rows) / total, 4),
+                "mean_cpu_seconds": round(cpu, 5),
+            }
+            for share in (0.35, 0.6):
+                bw = total / (share * n * cpu) / 1e6
+                rate = 5 * bw * 1e6 / (total / n)
+                res = run_all(rows, bandwidth_mbps=bw, cores=1, rate_hz=rate, policies=names)
+                entry[f"cpu_share_{share}"] = {
+                    "bandwidth_mbps": round(bw, 2),
+                    "rate_hz": round(rate),
+                    "oracle_gain_fraction": {
+                        k: round(v["oracle_gain_fraction"], 4) for k, v in res["policies"].items()
+                    },
+                }
+            out[kind] = entry
+    return out
+
+
 def plots(directory: Path) -> list[str]:
     from simpletasks.tasks.edge.plots import plot_estimate, plot_makespans
 
@@ -180,7 +224,9 @@ def plots(directory: Path) -> list[str]:
     out.append(
         str(
             plot_makespans(
-                res, directory / "edge-policy-makespans.png", "paper-like profile, 1 core, 1.90 MB/s"
+                res,
+                directory / "edge-policy-makespans.png",
+                "paper-like profile, 1 core, 1.90 MB/s",
             )
         )
     )
@@ -194,6 +240,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--plots", type=Path, default=None, help="write PNGs into this folder")
     parser.add_argument("--output", default=None)
+    parser.add_argument(
+        "--images",
+        type=int,
+        default=0,
+        help="also S5: profiles from N generated PNGs (~0.15 s each)",
+    )
+    parser.add_argument("--image-size", type=int, default=384)
     args = parser.parse_args()
     setup_logging()
     if args.quick:
@@ -208,6 +261,8 @@ def main() -> None:
         "S3_iid": s3_iid(args.profile_seeds, args.seeds),
         "S4_cpu_rich": s4_cpu_rich(args.seeds),
     }
+    if args.images:
+        result["S5_images"] = s5_images(args.images, args.image_size)
     if args.plots:
         result["plots"] = plots(args.plots)
     result["seconds"] = round(time.perf_counter() - start, 1)

@@ -309,11 +309,12 @@ class Oracle(Policy):
         super().__init__(**kwargs)
         if self._oracle is None:
             raise ValueError("the oracle policy needs oracle_scores")
+        self._scores: np.ndarray = self._oracle
 
     def _true(self, indices: np.ndarray) -> np.ndarray:
         out = np.full(len(indices), -np.inf)
-        ok = indices < len(self._oracle)
-        out[ok] = self._oracle[indices[ok]]
+        ok = indices < len(self._scores)
+        out[ok] = self._scores[indices[ok]]
         return out
 
     def _pick_preprocess(self, candidates: np.ndarray) -> int | None:
@@ -321,8 +322,8 @@ class Oracle(Policy):
 
     def _refit(self) -> None:
         est = np.zeros(self._n)
-        m = min(self._n, len(self._oracle))
-        est[:m] = self._oracle[:m]
+        m = min(self._n, len(self._scores))
+        est[:m] = self._scores[:m]
         self._est = est
 
 

@@ -22,6 +22,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -275,7 +276,9 @@ def run_all(
     for base in ("upload-only", "oracle"):
         if base not in names:
             names.append(base)
-    common = dict(bandwidth_mbps=bandwidth_mbps, cores=cores, rate_hz=rate_hz, uploads=uploads)
+    common: dict[str, Any] = dict(
+        bandwidth_mbps=bandwidth_mbps, cores=cores, rate_hz=rate_hz, uploads=uploads
+    )
     results = {
         name: run_simulation(profile_rows, policy=name, seeds=seeds, **common) for name in names
     }
@@ -315,7 +318,9 @@ def simulate_command(
         uploads: parallel uploads sharing the link.
     """
     rows = load_profile(profile)
-    common = dict(bandwidth_mbps=bandwidth, cores=cores, rate_hz=rate, seeds=seeds, uploads=uploads)
+    common: dict[str, Any] = dict(
+        bandwidth_mbps=bandwidth, cores=cores, rate_hz=rate, seeds=seeds, uploads=uploads
+    )
     if policy == "all":
         return run_all(rows, **common)
     if policy not in policy_names():

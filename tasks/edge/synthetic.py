@@ -182,7 +182,9 @@ def tem_image(occluded: float, rng: np.random.Generator, size: int = 512) -> np.
     from PIL import Image
 
     smooth = np.asarray(
-        Image.fromarray(coarse.astype(np.float32), mode="F").resize((size, size), Image.BICUBIC)
+        Image.fromarray(coarse.astype(np.float32), mode="F").resize(
+            (size, size), Image.Resampling.BICUBIC
+        )
     )
     tissue = 140 + 35 * smooth + rng.normal(0, 18, (size, size))
     img = np.clip(tissue, 40, 255)
