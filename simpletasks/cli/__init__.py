@@ -4,7 +4,8 @@ Commands, one module each: ``run`` (the daemon), ``create`` and ``upload`` (set 
 buckets and inputs: ``setup``), ``schedule``, ``status``, ``peek``, ``requeue`` and ``purge``
 (work with queues: ``queues``), ``local`` (the example, the tiering demo and the local
 stack), ``edge`` (the HASTE edge agent, gateway and simulator), ``tier`` (the HASTE tiering
-worker's report, demo and helpers) and ``serve`` (the job API and upload pages).
+worker's report, demo and helpers), ``serve`` (the job API and upload pages) and ``fleet``
+(daemons on machines over ssh).
 
 Every option of ``run`` can also come from a ``SIMPLETASKS_*`` environment variable (named
 in ``--help``); a flag wins. A mistake ends in one line, ``Error: ...``, exit status 1 (2 for
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import click
 
-from simpletasks.cli import edge, local, queues, run, serve, setup, tier
+from simpletasks.cli import edge, fleet, local, queues, run, serve, setup, tier
 from simpletasks.cli._common import CONTEXT_SETTINGS, Group, log_level_option
 
 
@@ -44,5 +45,6 @@ for command in (
     edge.edge,
     tier.tier,
     serve.serve,
+    fleet.fleet,
 ):
     main.add_command(command)

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from fleet.longsum import expected
 from fleet.preemptible import PreemptibleMetadataServer, preemptible_server  # noqa: F401
 
@@ -39,6 +40,7 @@ def daemon(tmp_path: Path, name: str, *args: str, env: dict[str, str] | None = N
     ]
 
 
+@pytest.mark.slow
 def test_a_preempted_task_resumes_elsewhere_from_its_checkpoint(
     tmp_path: Path,
     preemptible_server: PreemptibleMetadataServer,  # noqa: F811
