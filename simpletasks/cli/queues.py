@@ -214,17 +214,40 @@ def read_report(body: str) -> dict[str, Any] | None:
     help="Read (and release) up to this many messages of each queue to summarise its "
     "reports; 0: counts only.",
 )
-def status(queue_urls: tuple[str, ...], scan: int) -> None:
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Keep showing the counts and rates (messages/s) of each queue until Ctrl-C.",
+)
+@click.option(
+    "--interval",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds between two refreshes with --watch.",
+)
+@click.option("--refreshes", type=click.IntRange(min=1), hidden=True)
+def status(
+    queue_urls: tuple[str, ...],
+    scan: int,
+    watch: bool,
+    interval: float,
+    refreshes: int | None,
+) -> None:
     """Print visible and in-flight counts of each queue, and what its reports say.
 
     For an error queue, final failures (the daemon gave up) are told apart from retried
-    attempts (the task is still on its queue). QUEUE_URL: sqs://, pubsub://, amqp://,
-    file:///.
+    attempts (the task is still on its queue). With --watch, print one line per queue
+    every --interval seconds: counts, how fast the queue drains (or fills) and, while it
+    drains, when it will be empty. QUEUE_URL: sqs://, pubsub://, amqp://, file:///.
     """
     from simpletasks.queues import open_queue
 
     for url in queue_urls:
         refuse_mem(url, "QUEUE_URL")
+    if watch:
+        watch_counts([open_queue(url) for url in queue_urls], interval, refreshes)
+        return
     for url in queue_urls:
         queue = open_queue(url)
         counts = queue.counts()
@@ -234,6 +257,56 @@ def status(queue_urls: tuple[str, ...], scan: int) -> None:
             if summary:
                 echo(f"  {summary}")
         queue.close()
+
+
+def watch_counts(queues: list[Any], interval: float, refreshes: int | None = None) -> None:
+    """Print each queue's counts and rates every ``interval`` s, ``refreshes`` times or until
+    Ctrl-C (which ends it quietly)."""
+    import time
+
+    previous: dict[str, tuple[float, int | None, int | None]] = {}
+    done = 0
+    try:
+        while refreshes is None or done < refreshes:
+            if done:
+                time.sleep(interval)
+            for queue in queues:
+                try:
+                    counts = queue.counts()
+                except Exception as exc:  # a service blip: say it and go on watching
+                    echo(f"{time.strftime('%H:%M:%S')}\t{queue.url}\terror: {exc}")
+                    continue
+                now = time.monotonic()
+                line = f"visible={_n(counts.visible)}\tin_flight={_n(counts.in_flight)}"
+                before = previous.get(queue.url)
+                if before is not None:
+                    line += "\t" + _rates(before, (now, counts.visible, counts.in_flight))
+                previous[queue.url] = (now, counts.visible, counts.in_flight)
+                echo(f"{time.strftime('%H:%M:%S')}\t{queue.url}\t{line}")
+            done += 1
+    except KeyboardInterrupt:
+        echo("")
+    finally:
+        for queue in queues:
+            queue.close()
+
+
+def _rates(
+    before: tuple[float, int | None, int | None], now: tuple[float, int | None, int | None]
+) -> str:
+    """``visible/s=... total/s=...`` between two samples, and the time left while draining."""
+    seconds = max(now[0] - before[0], 1e-9)
+    if before[1] is None or now[1] is None:
+        return "rate=?"
+    visible_rate = (now[1] - before[1]) / seconds
+    parts = [f"visible/s={visible_rate:+.2f}"]
+    if before[2] is not None and now[2] is not None:
+        total_rate = (now[1] + now[2] - before[1] - before[2]) / seconds
+        parts.append(f"total/s={total_rate:+.2f}")
+        remaining = now[1] + now[2]
+        if total_rate < 0 and remaining:
+            parts.append(f"empty in ~{remaining / -total_rate:.0f} s")
+    return "\t".join(parts)
 
 
 def summarise(queue: Any, limit: int) -> str:
