@@ -282,6 +282,8 @@ class DaemonService:
                     return
                 if not counts_known:  # only a full long poll can tell us it is empty
                     wait = s.wait_seconds
+            if self.capabilities.ordered and wait > 0:
+                continue  # its receive blocked until work or a wake(): no back-off to miss one
             idle_delay = min(max(0.05, idle_delay * 2), s.idle_max_seconds)
             self._stopping.wait(idle_delay * random.uniform(0.75, 1.0))
 

@@ -152,7 +152,8 @@ class MessageRunner:
             traced = not isinstance(exc, MessageError)
             self._fail(message, None, parsed, "parse", exc, final=True, with_traceback=traced)
             return
-        if message.attempt > self.settings.max_attempts:
+        limit = self.settings.max_attempts
+        if limit is not None and message.attempt > limit:
             too_many = RuntimeError(
                 f"delivered {message.attempt} times, more than max_attempts="
                 f"{self.settings.max_attempts} (an earlier attempt may have crashed its daemon)"
@@ -175,7 +176,7 @@ class MessageRunner:
                 return self._given_up(task, message)
             if isinstance(exc, _PhaseError):
                 phase, exc = exc.phase, exc.error
-            final = message.attempt >= self.settings.max_attempts or isinstance(exc, PERMANENT)
+            final = isinstance(exc, PERMANENT) or (limit is not None and message.attempt >= limit)
             self._fail(message, task, parsed, phase, exc, final=final)
             return
         if cancel.is_set():
@@ -365,12 +366,12 @@ class MessageRunner:
             )
         else:
             logger.warning(
-                "[%s] %s failed in %s (attempt %d of %d, will retry): %s: %s",
+                "[%s] %s failed in %s (attempt %d of %s, will retry): %s: %s",
                 self.name,
                 what,
                 phase,
                 message.attempt,
-                self.settings.max_attempts,
+                self.settings.max_attempts or "no limit",
                 report.error_type,
                 exc,
             )

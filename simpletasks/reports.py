@@ -100,7 +100,7 @@ class ErrorReport:
         error_message: ``str(exception)``.
         traceback: The formatted traceback ("" for malformed messages).
         attempt: Which delivery of the message failed (1 = first).
-        max_attempts: The daemon's attempt limit.
+        max_attempts: The daemon's attempt limit (``None``: no limit).
         final: ``True`` when the daemon gave up and removed the message from its queue;
             ``False`` when the queue will deliver it again.
         task_name: ``basic_info.name`` if the message got that far.
@@ -120,7 +120,7 @@ class ErrorReport:
     error_message: str
     traceback: str
     attempt: int
-    max_attempts: int
+    max_attempts: int | None
     final: bool
     task_name: str | None = None
     task_id: int | None = None

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from simpletasks.daemon import DaemonService
 from simpletasks.errors import ConfigError
@@ -32,12 +32,20 @@ class Supervisor:
     Args:
         daemons: The daemons; their names must differ.
         stop_together: When one daemon returns, stop the others too.
+        on_stop: Called (once, errors logged) when a stop is requested, before the daemons
+            are told: to stop what feeds them (the edge agent's directory watcher).
 
     Raises:
         ConfigError: If there are no daemons or two share a name.
     """
 
-    def __init__(self, daemons: Sequence[DaemonService], *, stop_together: bool = False) -> None:
+    def __init__(
+        self,
+        daemons: Sequence[DaemonService],
+        *,
+        stop_together: bool = False,
+        on_stop: Sequence[Callable[[], None]] = (),
+    ) -> None:
         names = [d.name for d in daemons]
         if not daemons:
             raise ConfigError("a supervisor needs at least one daemon")
@@ -45,12 +53,21 @@ class Supervisor:
             raise ConfigError(f"daemon names must differ, got {names}")
         self.daemons = list(daemons)
         self.stop_together = stop_together
+        self._on_stop = list(on_stop)
+        self._stop_called = threading.Event()
         self._stats: dict[str, RunStats] = {}
         self._errors: dict[str, BaseException] = {}
         self._ended = threading.Condition()
 
     def stop(self) -> None:
         """Ask every daemon to stop (a second call skips their grace periods). Signal-safe."""
+        if not self._stop_called.is_set():
+            self._stop_called.set()
+            for callback in self._on_stop:
+                try:
+                    callback()
+                except Exception:
+                    logger.exception("stop callback %r failed", callback)
         for daemon in self.daemons:
             daemon.stop()
 

@@ -15,6 +15,10 @@ Several *views* can share one set of messages, each with its own chooser
 and an ack through any view deletes it. When the chooser's inputs change (new estimates),
 call :meth:`PriorityQueue.wake` so blocked receivers choose again.
 
+A chooser may change its own state when it picks: the :class:`Pending` it returns is always
+leased to the receive that asked (never to another receiver, never dropped). Messages that
+became pointless while waiting can be removed with :meth:`PriorityQueue.discard`.
+
 Choosers are called with the queue's lock held: a chooser must not call back into the queue,
 and code that holds a lock the chooser takes must not call :meth:`~PriorityQueue.wake` (take
 your own lock, update, release it, then wake).
@@ -296,6 +300,17 @@ class PriorityQueue:
                 entry = _Entry(Pending(uuid.uuid4().hex, body, next(store.seq), 0))
                 store.visible[entry.pending.id] = entry
             store.cond.notify_all()
+
+    def discard(self, message_ids: Sequence[str]) -> int:
+        """Delete waiting (not leased) messages by id; return how many were deleted.
+
+        For messages that became pointless while they waited (the edge agent drops the
+        pre-process message of a file that was uploaded unprocessed). Leased messages and
+        unknown ids are left alone: only a holder may settle a lease.
+        """
+        with self._store.cond:
+            removed = [i for i in message_ids if self._store.visible.pop(i, None) is not None]
+        return len(removed)
 
     def counts(self) -> QueueCounts:
         """Return exact visible and in-flight counts (shared by every view)."""

@@ -187,3 +187,65 @@ def test_supervisor_refuses_duplicate_names() -> None:
     d = DaemonService(queue=open_queue("mem://x"), registry=registry)
     with pytest.raises(ConfigError, match="names must differ"):
         Supervisor([d, d])
+
+
+def test_discard_removes_only_waiting_messages() -> None:
+    seen: list[Pending] = []
+
+    class Spy:
+        def choose(self, pending: Sequence[Pending]) -> Pending | None:
+            seen[:] = pending
+            return pending[0]
+
+    q = PriorityQueue(chooser=Spy())
+    q.send_batch(["a", "b", "c"])
+    (leased,) = q.receive()
+    waiting = [p.id for p in seen[1:]]  # b and c, as the chooser saw them
+    assert q.discard([leased.id, waiting[0], "unknown"]) == 1
+    assert [m.body for m in q.receive(5)] == ["c"]
+    q.ack(leased)
+    assert q.counts().visible == 0
+
+
+def test_supervisor_calls_stop_callbacks_once_before_the_daemons() -> None:
+    registry = TaskRegistry()
+    registry.register(Record)
+    settings = DaemonSettings(wait_seconds=0.05, idle_max_seconds=0.05)
+    calls: list[str] = []
+    d = DaemonService(queue=PriorityQueue(), registry=registry, settings=settings, name="x")
+    supervisor = Supervisor([d], on_stop=[lambda: calls.append("watcher stopped"), _boom])
+    runner = threading.Thread(target=supervisor.run)
+    runner.start()
+    time.sleep(0.2)
+    supervisor.stop()
+    supervisor.stop()
+    runner.join(5)
+    assert not runner.is_alive() and calls == ["watcher stopped"]
+
+
+def _boom() -> None:
+    raise RuntimeError("a broken callback does not keep the daemons running")
+
+
+def test_unlimited_attempts_retry_until_success() -> None:
+    class Flaky(DaemonTask):
+        name = "FLAKY"
+        runs = 0
+
+        def execute(self, datasource: Any) -> Result:
+            Flaky.runs += 1
+            return Result(success=Flaky.runs > 7)
+
+    registry = TaskRegistry()
+    registry.register(Flaky)
+    q = PriorityQueue()
+    q.send(TaskMessage(BasicInfo(1, "FLAKY", "")).to_json())
+    settings = DaemonSettings(
+        wait_seconds=0.05,
+        idle_max_seconds=0.05,
+        burst=True,
+        max_attempts=None,
+        retry_delay_seconds=0,
+    )
+    stats = DaemonService(queue=q, registry=registry, settings=settings).run()
+    assert (stats.retried, stats.succeeded, stats.dead_lettered) == (7, 1, 0)
