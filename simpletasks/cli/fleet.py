@@ -254,7 +254,14 @@ def stop(grace: float, ssh_config: str | None, connect_timeout: float, state_pat
 @fleet.command()
 @log_level_option(None)
 @click.argument("host")
-@click.option("--lines", "-n", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--lines",
+    "-n",
+    default=50,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Lines of each daemon's log.",
+)
 @_ssh_options
 @_state_option
 def logs(

@@ -226,7 +226,11 @@ def read_report(body: str) -> dict[str, Any] | None:
     type=click.FloatRange(min=0.1),
     help="Seconds between two refreshes with --watch.",
 )
-@click.option("--refreshes", type=click.IntRange(min=1), hidden=True)
+@click.option(
+    "--refreshes",
+    type=click.IntRange(min=1),
+    help="With --watch: stop after this many refreshes (default: until Ctrl-C).",
+)
 def status(
     queue_urls: tuple[str, ...],
     scan: int,

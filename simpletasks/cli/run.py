@@ -389,12 +389,13 @@ def run(
             burst=burst,
             max_tasks=max_tasks,
         )
+        registry = build_registry(task_paths)  # puts the current directory on the path
         extras = _extras(followup_url, middleware_paths)
         extras["middleware"] = [*observers.middleware, *extras.get("middleware", [])]
         queue = open_queue(queue_url)
         daemon = DaemonService(
             queue=observers.metered.queue(queue) if observers.metered else queue,
-            registry=build_registry(task_paths),
+            registry=registry,
             datasource=build_datasource(bucket_url, cache_dir, cache_max_bytes, observers.metered),
             error_queue=open_queue(error_url),
             done_queue=open_queue(done_url) if done_url else None,
