@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -158,7 +157,7 @@ def _lane_settings(concurrency: int, grace: float) -> DaemonSettings:
         lease_seconds=60.0,
         wait_seconds=1.0,  # a receive blocks on the queue and is woken by new work
         idle_max_seconds=0.0,
-        max_attempts=1_000_000,  # never drop a file; uploads retry inside the task anyway
+        max_attempts=None,  # never drop a file; uploads retry inside the task anyway
         retry_delay_seconds=1.0,
         retry_delay_max_seconds=30.0,
         grace_seconds=grace,
@@ -232,7 +231,7 @@ class EdgeAgent:
                 name="upload",
             )
         )
-        self.supervisor = Supervisor(lanes)
+        self.supervisor = Supervisor(lanes, on_stop=[self._stop_watching])
         self.watcher = DirectoryWatcher(
             Path(config.directory), include=config.include, settle_seconds=config.settle_seconds
         )
@@ -251,21 +250,19 @@ class EdgeAgent:
 
     def stop(self) -> None:
         """Stop watching and stop both lanes (a second call skips the grace period)."""
-        self._stopped.set()
-        self._watcher_thread.stop()
         self.supervisor.stop()
 
-    def _stop_once(self) -> None:
-        if self._stopped.is_set():
-            return
+    def _stop_watching(self) -> None:
         self._stopped.set()
         self._watcher_thread.stop()
-        self.supervisor.stop()
+
+    def _stop_once(self) -> None:
+        if not self._stopped.is_set():
+            self.supervisor.stop()
 
     def install_signal_handlers(self) -> None:
         """Make SIGTERM and SIGINT call :meth:`stop` (main thread only)."""
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda signum, frame: self.stop())
+        self.supervisor.install_signal_handlers()
 
     def _fatal(self, reason: str) -> None:
         if self.fatal is None:
