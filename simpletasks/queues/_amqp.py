@@ -186,3 +186,78 @@ def _describe(exc: BaseException) -> str:
         if needle in text:
             return reason
     return redact(text)
+
+
+NACKED = "the broker nacked it (a full queue with x-overflow reject-publish?)"
+UNROUTABLE = "it could not be routed (was the queue deleted?)"
+
+
+class ConfirmPublisher:
+    """Publishes a batch on a channel in confirm mode and waits once for all its confirms.
+
+    pika's ``BlockingChannel.basic_publish`` waits for each confirm in turn (one round trip
+    per message). This publishes a whole batch through the channel's underlying
+    ``pika.channel.Channel`` and then processes I/O until the broker confirmed (acked,
+    nacked or returned) every message of it, so a batch of 100 costs one round trip.
+    Call with the owning queue's lock held, as every pika call.
+
+    Args:
+        channel: A fresh ``BlockingChannel``, not yet in confirm mode; used only here.
+    """
+
+    def __init__(self, channel: Any) -> None:
+        self._channel = channel
+        self._impl = channel._impl  # the async channel under the blocking one
+        self._sequence = 0  # the broker numbers published messages 1, 2, ... per channel
+        self._pending: dict[int, int] = {}  # sequence -> index in the current batch
+        self._failed: dict[int, str] = {}  # index -> why
+        self._returned: set[str] = set()  # message ids returned as unroutable
+        self._id_of: dict[int, str] = {}  # index -> message id (to match returns)
+        ready: list[bool] = []
+        self._impl.confirm_delivery(
+            ack_nack_callback=self._on_confirm, callback=lambda _frame: ready.append(True)
+        )
+        self._impl.add_on_return_callback(self._on_return)
+        channel._flush_output(lambda: bool(ready))
+
+    def _on_confirm(self, frame: Any) -> None:
+        method = frame.method
+        nacked = isinstance(method, pika.spec.Basic.Nack)
+        tag = method.delivery_tag
+        done = [s for s in self._pending if s <= tag] if method.multiple else [tag]
+        for sequence in done:
+            index = self._pending.pop(sequence, None)
+            if index is None:
+                continue
+            if nacked:
+                self._failed[index] = NACKED
+            elif self._id_of.get(index) in self._returned:
+                self._failed[index] = UNROUTABLE
+
+    def _on_return(self, _channel: Any, _method: Any, properties: Any, _body: bytes) -> None:
+        if properties.message_id:
+            self._returned.add(properties.message_id)
+
+    def publish(self, routing_key: str, items: list[tuple[bytes, Any]]) -> dict[int, str]:
+        """Publish ``(body, properties)`` items (mandatory) and wait for every confirm.
+
+        Every item needs a unique ``properties.message_id`` (how returns are matched).
+
+        Returns:
+            ``{index: why}`` of the items the broker did not take (nacked or unroutable);
+            empty when every one was confirmed.
+
+        Raises:
+            pika.exceptions.AMQPError: If the channel or connection broke meanwhile (the
+                unconfirmed ones may or may not have been stored).
+        """
+        self._pending, self._failed, self._returned = {}, {}, set()
+        self._id_of = {i: properties.message_id for i, (_, properties) in enumerate(items)}
+        for index, (body, properties) in enumerate(items):
+            self._impl.basic_publish("", routing_key, body, properties, mandatory=True)
+            self._sequence += 1
+            self._pending[self._sequence] = index
+        self._channel._flush_output(lambda: not self._pending)
+        failed = self._failed
+        self._pending, self._failed, self._returned, self._id_of = {}, {}, set(), {}
+        return failed

@@ -20,8 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import pika.exceptions
-
 from simpletasks.queues import Message
 
 logger = logging.getLogger(__name__)
@@ -67,6 +65,9 @@ class LeaseBook:
         self.url = url
         self.clock = clock
         self._by_tag: dict[int, Lease] = {}
+        #: The lowest delivery tag on the channel that is unacked but not leased (delivered
+        #: to a consumer, not received yet), or None; set by the queue.
+        self.unleased_floor: Callable[[], int | None] = lambda: None
 
     def __len__(self) -> int:
         return len(self._by_tag)
@@ -88,10 +89,30 @@ class LeaseBook:
         del self._by_tag[tag]
         channel.basic_ack(tag)
 
+    def ack_many(self, channel: Any, tags: list[int]) -> None:
+        """Forget and ack held deliveries, with one ``multiple`` ack where they allow it.
+
+        Every held tag below the lowest one *not* being acked (nor :attr:`unleased_floor`'s,
+        the lowest delivery received on the channel but not leased yet) is acked by one
+        ``basic.ack(multiple=True)`` on the highest of them; the rest one by one.
+        """
+        wanted = set(tags)
+        limit = min((tag for tag in self._by_tag if tag not in wanted), default=None)
+        floor = self.unleased_floor() if len(wanted) > 1 else None
+        if floor is not None and (limit is None or floor < limit):
+            limit = floor
+        prefix = sorted(tag for tag in wanted if limit is None or tag < limit)
+        if len(prefix) > 1:
+            for tag in prefix:
+                del self._by_tag[tag]
+            channel.basic_ack(prefix[-1], multiple=True)
+            wanted.difference_update(prefix)
+        for tag in sorted(wanted):
+            self.ack(channel, tag)
+
     def ack_all(self, channel: Any) -> None:
         """Ack every held delivery (``purge``)."""
-        for tag in list(self._by_tag):
-            self.ack(channel, tag)
+        self.ack_many(channel, list(self._by_tag))
 
     def clear(self) -> int:
         """Forget every lease (the broker requeues them with the connection); return how many."""
@@ -99,28 +120,43 @@ class LeaseBook:
         self._by_tag.clear()
         return count
 
-    def expire(self, channel: Any) -> None:
+    def expire(self, channel: Any, publisher: Any) -> None:
         """Hand back every message whose lease has run out."""
         now = self.clock()
-        for tag in [tag for tag, lease in self._by_tag.items() if lease.until <= now]:
-            self.hand_back(channel, tag)
+        expired = [tag for tag, lease in self._by_tag.items() if lease.until <= now]
+        if expired:
+            self.hand_back(channel, publisher, expired)
 
-    def hand_back(self, channel: Any, tag: int) -> None:
-        """Make a leased message visible again as a confirmed copy that carries its attempt."""
-        lease = self._by_tag[tag]
-        properties = lease.properties
-        headers = dict(properties.headers or {})
-        headers.pop("x-delivery-count", None)
-        headers[ATTEMPT_HEADER] = lease.message.attempt
-        properties.headers, properties.message_id = headers, lease.message.id
-        try:
-            channel.basic_publish("", self.queue_name, lease.body, properties, mandatory=True)
-        except (pika.exceptions.NackError, pika.exceptions.UnroutableError) as exc:
-            logger.warning("%s: requeueing %s as it is: %r", self.url, lease.message.id, exc)
-            channel.basic_reject(tag, requeue=True)  # uncounted, but not lost
-        else:
-            channel.basic_ack(tag)
-        del self._by_tag[tag]
+    def hand_back(self, channel: Any, publisher: Any, tags: list[int]) -> None:
+        """Make leased messages visible again as confirmed copies that carry their attempt.
+
+        The copies are published as one confirmed batch (:class:`~._amqp.ConfirmPublisher`),
+        then the deliveries are acked; a copy the broker did not take is requeued as it is.
+        """
+        leases = [self._by_tag[tag] for tag in tags]
+        items = [copy_of(lease.message, lease.properties, lease.body) for lease in leases]
+        failed = publisher.publish(self.queue_name, items)
+        for index, tag in enumerate(tags):
+            if index in failed:
+                why = failed[index]
+                logger.warning(
+                    "%s: requeueing %s as it is: %s", self.url, leases[index].message.id, why
+                )
+                channel.basic_reject(tag, requeue=True)  # uncounted, but not lost
+                del self._by_tag[tag]
+        self.ack_many(channel, [tag for i, tag in enumerate(tags) if i not in failed])
+
+
+def copy_of(message: Message, properties: Any, body: bytes, attempt: int | None = None) -> Any:
+    """``(body, properties)`` of a copy of a delivery that carries ``attempt`` (default: its own).
+
+    The next delivery of the copy counts ``attempt + 1``.
+    """
+    headers = dict(properties.headers or {})
+    headers.pop("x-delivery-count", None)
+    headers[ATTEMPT_HEADER] = message.attempt if attempt is None else attempt
+    properties.headers, properties.message_id = headers, message.id
+    return body, properties
 
 
 class Pump:

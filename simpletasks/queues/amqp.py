@@ -5,16 +5,29 @@ other query options (``heartbeat``...) go to pika's ``URLParameters``. Without c
 pika logs in as guest/guest. :attr:`AMQPQueue.url` masks the password.
 
 * **Threads.** pika's ``BlockingConnection`` is not thread-safe: each object owns one
-  connection and channel and makes every pika call under one lock. ``receive`` polls with
-  ``basic.get``, sleeping *outside* the lock (at most 4 polls a second). A pump thread
+  connection and channel and makes every pika call under one lock. A pump thread
   (:class:`~simpletasks.queues._amqp_leases.Pump`) takes the lock every 0.1 s to expire
-  leases and answer heartbeats.
+  leases, take in deliveries and answer heartbeats.
+* **Receiving** is a consumer, not ``basic.get`` polling: the broker pushes deliveries into a
+  local buffer, up to a *prefetch window* of unacked messages on our channel. The window
+  follows what the caller holds and asks for: a ``receive(n)`` while ``h`` messages are
+  leased here wants ``h + n`` (the daemon's concurrency plus its prefetch); when that is
+  more than the window, another consumer is added for the difference (at least doubling
+  the window, at most :data:`MAX_WINDOW`), since RabbitMQ fixes a consumer's prefetch when
+  it starts. ``receive`` takes from the buffer without a round trip; when the buffer is
+  empty it tries one ``basic.get`` (so an empty receive still means an empty queue) and
+  polls again after a pause outside the lock (1 ms doubling to 50 ms).
+  Buffered messages are not leased yet; they count as visible, and at ``close`` they are
+  handed back *uncounted* (a crash returns them through the broker, counted).
 * **Leases.** A received message stays unacked on our channel, with its lease deadline
   kept in a :class:`~simpletasks.queues._amqp_leases.LeaseBook` (RabbitMQ has none);
   ``extend`` moves it without a round trip, which is also how the daemon's retry delay
-  works. ``basic.get``, not a prefetching consumer, so no message waits unseen in a local
-  buffer. The broker's ``consumer_timeout`` (default 30 min) closes a channel that holds a
-  delivery longer: raise it for longer tasks or retry delays.
+  works. Acks of the oldest leases go as one ``basic.ack(multiple=True)``. The broker's
+  ``consumer_timeout`` (default 30 min) closes a channel that holds a delivery longer:
+  raise it for longer tasks or retry delays.
+* **Publishing** uses publisher confirms, waited for once per batch
+  (:class:`~simpletasks.queues._amqp.ConfirmPublisher`): ``send_batch`` of 100 is one
+  round trip.
 * **Hand-backs.** A released or expired message is published again (same id, to the back of
   the queue, its attempt in the ``x-simpletasks-attempt`` header), confirmed, then acked: a
   crash between them duplicates it, never loses it. (``basic.reject`` is applied after the
@@ -26,8 +39,9 @@ pika logs in as guest/guest. :attr:`AMQPQueue.url` masks the password.
 * **Connection loss.** The next call reconnects; receive, send, counts and purge are retried
   once (a send may be duplicated, never lost). Settling a message from a lost connection,
   or one whose lease ran out, is logged and ignored.
-* **Counts.** ``visible`` is the broker's ready count; AMQP does not tell other clients'
-  unacked messages, so ``in_flight`` counts this object's leases only.
+* **Counts.** ``visible`` is the broker's ready count plus the deliveries buffered here
+  (not leased yet); AMQP does not tell other clients' unacked messages, so ``in_flight``
+  counts this object's leases only.
 """
 
 from __future__ import annotations
@@ -36,7 +50,9 @@ import contextlib
 import hashlib
 import logging
 import threading
+import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -51,13 +67,14 @@ from simpletasks.queues._amqp import (
     BrokerError,
     BrokerLoginRefused,
     BrokerUnavailable,
+    ConfirmPublisher,
     PublishError,
     check_name,
     connect,
     parse_url,
     quiet_pika,
 )
-from simpletasks.queues._amqp_leases import LeaseBook, Pump, attempt_of
+from simpletasks.queues._amqp_leases import LeaseBook, Pump, attempt_of, copy_of
 from simpletasks.urls import create_hint, redact
 
 logger = logging.getLogger(__name__)
@@ -65,6 +82,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["AMQPQueue", "BrokerError", "BrokerLoginRefused", "BrokerUnavailable", "PublishError"]
 
 MAX_BATCH = 100  # messages per receive / settled under one hold of the lock
+MAX_WINDOW = 1000  # most unacked deliveries (leased + buffered) the consumers may hold
 #: RabbitMQ's default ``max_message_size`` since 4.0 (3.x allowed 128 MiB): a body that fits
 #: works on every broker with default settings.
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -127,8 +145,13 @@ class AMQPQueue:
         self._lock = threading.RLock()  # guards everything below and every pika call
         self._connection: pika.BlockingConnection | None = None
         self._channel: Any = None
+        self._publisher: ConfirmPublisher | None = None
+        self._buffer: deque[tuple[Any, Any, bytes]] = deque()  # delivered, not yet received
+        self._window = 0  # prefetch of all our consumers together
+        self._consumers: list[str] = []
         self._generation = 0
         self._leases = LeaseBook(name, self.url)
+        self._leases.unleased_floor = self._unleased_floor
         self._closed = threading.Event()
         self._pump: Pump | None = None
         self._declare(create, arguments)
@@ -160,9 +183,9 @@ class AMQPQueue:
             raise BrokerError(f"{self.url} is closed")
         if self._channel is None:
             connection = connect(self._parameters, self.url)
-            self._channel = connection.channel()
-            self._channel.confirm_delivery()
-            self._connection = connection
+            channel = connection.channel()
+            self._publisher = ConfirmPublisher(connection.channel())
+            self._channel, self._connection = channel, connection
         return self._channel
 
     def _drop(self, reason: object) -> None:
@@ -173,6 +196,8 @@ class AMQPQueue:
                 *(self.url, reason, held),
             )
         self._generation += 1
+        self._buffer.clear()  # the broker requeues these too
+        self._window, self._consumers, self._publisher = 0, [], None
         connection, self._connection, self._channel = self._connection, None, None
         if connection is not None and connection.is_open:
             with contextlib.suppress(pika.exceptions.AMQPError, OSError):
@@ -184,7 +209,7 @@ class AMQPQueue:
             for attempt in (1, 2):
                 channel = self._open_channel()
                 try:
-                    self._leases.expire(channel)
+                    self._leases.expire(channel, self._publisher)
                     return action(channel)
                 except _LOST as exc:
                     self._drop(exc)
@@ -227,7 +252,7 @@ class AMQPQueue:
             if self._connection is None or self._closed.is_set():
                 return
             try:
-                self._leases.expire(self._channel)
+                self._leases.expire(self._channel, self._publisher)
                 self._connection.process_data_events(0)
             except pika.exceptions.AMQPError as exc:
                 self._drop(exc)
@@ -237,28 +262,106 @@ class AMQPQueue:
     def receive(
         self, max_messages: int = 1, *, wait_seconds: float = 0.0, lease_seconds: float = 30.0
     ) -> list[Message]:
-        """Lease up to ``max_messages`` messages, polling up to ``wait_seconds`` for the first."""
+        """Lease up to ``max_messages`` delivered messages, waiting up to ``wait_seconds``."""
         _checks.check_receive_args(max_messages, wait_seconds, lease_seconds)
         count = min(max_messages, MAX_BATCH)
 
-        def get() -> list[Message]:
-            return self._call("receive", lambda ch: self._get(ch, count, lease_seconds))
+        def take() -> list[Message]:
+            return self._call("receive", lambda ch: self._take(ch, count, lease_seconds))
 
-        return _common.poll(get, wait_seconds, pause=0.02, max_pause=0.25, sleep=self._closed.wait)
+        return _common.poll(
+            take, wait_seconds, pause=0.001, max_pause=0.05, sleep=self._closed.wait
+        )
 
-    def _get(self, channel: Any, max_messages: int, lease_seconds: float) -> list[Message]:
-        messages: list[Message] = []
-        while len(messages) < max_messages:
+    def _take(self, channel: Any, count: int, lease_seconds: float) -> list[Message]:
+        """Lease up to ``count`` buffered deliveries (lock held), widening the window first.
+
+        With nothing buffered, one ``basic.get`` tells whether the queue has a ready message
+        the consumers were not sent yet (so an empty result means an empty queue, as before).
+        """
+        assert self._connection is not None
+        if self._grow_window(channel, len(self._leases) + count):
+            self._connection.process_data_events(0.02)  # let the new consumer fill up
+        if len(self._buffer) < count:
+            self._connection.process_data_events(0)
+        if not self._buffer:
             method, properties, body = channel.basic_get(self.name, auto_ack=False)
             if method is None:
-                break
+                return []
+            self._buffer.append((method, properties, body))
+        messages: list[Message] = []
+        buffer, generation = self._buffer, self._generation
+        while buffer and len(messages) < count:
+            method, properties, body = buffer.popleft()
             attempt = attempt_of(properties, method.redelivered)
             message_id = properties.message_id or hashlib.sha256(body).hexdigest()[:32]
-            handle = _Delivery(self, self._generation, method.delivery_tag)
+            handle = _Delivery(self, generation, method.delivery_tag)
             message = Message(message_id, body.decode("utf-8", errors="replace"), attempt, handle)
             self._leases.add(method.delivery_tag, message, properties, body, lease_seconds)
             messages.append(message)
         return messages
+
+    def _grow_window(self, channel: Any, wanted: int) -> bool:
+        """Add a consumer if ``wanted`` unacked deliveries exceed the window; True if added."""
+        wanted = min(wanted, MAX_WINDOW)
+        if wanted <= self._window:
+            return False
+        more = min(max(wanted, 2 * self._window), MAX_WINDOW) - self._window
+        channel.basic_qos(prefetch_count=more)  # applies to consumers started after it
+        tag = channel.basic_consume(self.name, self._on_delivery, auto_ack=False)
+        self._consumers.append(tag)
+        self._window += more
+        logger.debug("%s: prefetch window now %d", self.url, self._window)
+        return True
+
+    def _unleased_floor(self) -> int | None:
+        """The lowest tag delivered but not leased (lock held): dispatches pending deliveries
+        first, since one may have a lower tag than a message taken with ``basic.get``."""
+        if self._connection is not None:
+            self._connection.process_data_events(0)
+        return self._buffer[0][0].delivery_tag if self._buffer else None
+
+    def _on_delivery(self, _channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        """pika's consumer callback (runs inside a pika call, so with the lock held)."""
+        self._buffer.append((method, properties, body))
+
+    def _return_buffered(self) -> None:
+        """Stop consuming and hand back buffered deliveries uncounted (lock held, at close)."""
+        channel = self._channel
+        if channel is None or self._connection is None:
+            return
+        try:
+            # Take in what is on its way first (pika would nack, so count, what is still
+            # undispatched at the cancel): until the window is full or 10 ms bring nothing.
+            deadline = time.monotonic() + 0.2
+            while time.monotonic() < deadline:
+                before = len(self._buffer)
+                self._connection.process_data_events(0.01)
+                if len(self._leases) + len(self._buffer) >= self._window:
+                    break
+                if len(self._buffer) == before:
+                    break
+            for tag in self._consumers:
+                channel.basic_cancel(tag)  # undispatched deliveries are nacked by pika
+            self._consumers = []
+            buffered, self._buffer = list(self._buffer), deque()
+            if not buffered:
+                return
+            items = []
+            for method, properties, body in buffered:
+                message_id = properties.message_id or hashlib.sha256(body).hexdigest()[:32]
+                attempt = attempt_of(properties, method.redelivered) - 1  # not run: uncounted
+                message = Message(message_id, "", attempt)
+                items.append(copy_of(message, properties, body))
+            assert self._publisher is not None
+            failed = self._publisher.publish(self.name, items)
+            for index, (method, _, _) in enumerate(buffered):
+                if index in failed:
+                    channel.basic_reject(method.delivery_tag, requeue=True)
+                else:
+                    channel.basic_ack(method.delivery_tag)
+        except (pika.exceptions.AMQPError, OSError) as exc:
+            logger.info("%s: buffered deliveries left to the broker: %r", self.url, exc)
 
     def _settle(
         self, action: str, messages: Sequence[Message], seconds: float = 0.0
@@ -276,9 +379,40 @@ class AMQPQueue:
         lost: list[Message] = []
         for chunk in _common.chunks(pairs, MAX_BATCH):
             with self._locked():
-                for message, delivery in chunk:
-                    if not self._settle_one(action, message, delivery, seconds):
-                        lost.append(message)
+                if action == "extend":
+                    for message, delivery in chunk:
+                        if not self._settle_one(action, message, delivery, seconds):
+                            lost.append(message)
+                else:
+                    lost.extend(self._settle_held(action, chunk))
+        return lost
+
+    def _settle_held(
+        self, action: str, chunk: Sequence[tuple[Message, _Delivery]]
+    ) -> list[Message]:
+        """Ack or hand back a chunk in one go (lock held); return the messages already lost."""
+        lost: list[Message] = []
+        tags: list[int] = []
+        for message, delivery in chunk:
+            if delivery.generation != self._generation or self._leases.get(delivery.tag) is None:
+                why = "its lease ran out, was settled or was lost with a connection"
+                _common.log_lost(logger, self.url, action, message.id, why)
+                lost.append(message)
+            elif delivery.tag not in tags:
+                tags.append(delivery.tag)
+        if not tags:
+            return lost
+        try:
+            if action == "ack":
+                self._leases.ack_many(self._channel, tags)
+            else:
+                self._leases.hand_back(self._channel, self._publisher, tags)
+        except _LOST as exc:
+            self._drop(exc)  # the broker requeues them: the leases are lost, as on timeout
+            why = "its lease was lost with the connection"
+            for message, _ in chunk:
+                _common.log_lost(logger, self.url, action, message.id, why)
+            return [message for message, _ in chunk]
         return lost
 
     def _settle_one(
@@ -290,18 +424,7 @@ class AMQPQueue:
             why = "its lease ran out, was settled or was lost with a connection"
             _common.log_lost(logger, self.url, action, message.id, why)
             return False
-        try:
-            if action == "extend":
-                self._leases.extend(delivery.tag, seconds)
-            elif action == "ack":
-                self._leases.ack(self._channel, delivery.tag)
-            else:
-                self._leases.hand_back(self._channel, delivery.tag)
-        except _LOST as exc:
-            self._drop(exc)  # the broker requeues it: the lease is lost, as on timeout
-            why = "its lease was lost with the connection"
-            _common.log_lost(logger, self.url, action, message.id, why)
-            return False
+        self._leases.extend(delivery.tag, seconds)
         return True
 
     def ack(self, message: Message) -> None:
@@ -350,33 +473,40 @@ class AMQPQueue:
         return _common.check_size(body, MAX_BODY_BYTES, what, f"RabbitMQ queue {self.name!r}")
 
     def _publish(self, payloads: list[bytes]) -> None:
-        for i, data in enumerate(payloads):
-            properties = pika.BasicProperties(
-                content_type="text/plain; charset=utf-8",
-                delivery_mode=pika.DeliveryMode.Persistent,
-                message_id=uuid.uuid4().hex,
-            )
+        """Publish persistent messages, confirmed once per chunk of :data:`MAX_BATCH`."""
+        for offset in range(0, len(payloads), MAX_BATCH):
+            items = [
+                (
+                    data,
+                    pika.BasicProperties(
+                        content_type="text/plain; charset=utf-8",
+                        delivery_mode=pika.DeliveryMode.Persistent,
+                        message_id=uuid.uuid4().hex,
+                    ),
+                )
+                for data in payloads[offset : offset + MAX_BATCH]
+            ]
 
-            def publish(channel: Any, data: bytes = data, properties: Any = properties) -> None:
-                channel.basic_publish("", self.name, data, properties, mandatory=True)
+            def publish(_channel: Any, items: list[tuple[bytes, Any]] = items) -> dict[int, str]:
+                assert self._publisher is not None
+                return self._publisher.publish(self.name, items)
 
-            try:
-                self._call("send", publish)
-            except pika.exceptions.NackError as exc:
-                why = "the broker nacked it (a full queue with x-overflow reject-publish?)"
-                raise PublishError(f"{self.url}: body {i} not sent: {why}", sent=i) from exc
-            except pika.exceptions.UnroutableError as exc:
-                why = "it could not be routed (was the queue deleted?)"
-                raise PublishError(f"{self.url}: body {i} not sent: {why}", sent=i) from exc
+            if failed := self._call("send", publish):
+                first = min(failed)
+                sent = offset + first
+                raise PublishError(f"{self.url}: body {sent} not sent: {failed[first]}", sent=sent)
 
     # inspecting
 
     def counts(self) -> QueueCounts:
-        """Return the broker's ready count and the number of leases this object holds."""
+        """Return the broker's ready count (plus our buffered deliveries) and our leases."""
 
         def count(channel: Any) -> QueueCounts:
             ready = channel.queue_declare(self.name, passive=True).method.message_count
-            return QueueCounts(visible=int(ready), in_flight=len(self._leases))
+            assert self._connection is not None  # take in deliveries sent before the answer
+            self._connection.process_data_events(0)
+            waiting = int(ready) + len(self._buffer)  # buffered here: not leased yet
+            return QueueCounts(visible=waiting, in_flight=len(self._leases))
 
         return self._call("counts", count)
 
@@ -385,6 +515,12 @@ class AMQPQueue:
 
         def purge(channel: Any) -> None:
             self._leases.ack_all(channel)
+            for tag in self._consumers:  # stop deliveries; pika requeues undispatched ones
+                channel.basic_cancel(tag)
+            self._consumers, self._window = [], 0
+            if self._buffer:
+                channel.basic_ack(self._buffer[-1][0].delivery_tag, multiple=True)
+                self._buffer.clear()
             channel.queue_purge(self.name)
 
         self._call("purge", purge)
@@ -399,6 +535,7 @@ class AMQPQueue:
         if self._pump is not None:
             self._pump.join()
         with self._locked():
+            self._return_buffered()
             self._leases.clear()
             self._drop("closed")
 
