@@ -182,9 +182,18 @@ COUNT_COLUMNS = ("received", "succeeded", "retried", "dead_lettered", "released"
 
 @fleet.command()
 @log_level_option(None)
+@click.option(
+    "--targets",
+    "targets_path",
+    type=click.Path(dir_okay=False),
+    help="Also write the metrics endpoints of the running daemons to this file, in "
+    "Prometheus file_sd format (docs/deploy.md).",
+)
 @_ssh_options
 @_state_option
-def status(ssh_config: str | None, connect_timeout: float, state_path: str) -> None:
+def status(
+    targets_path: str | None, ssh_config: str | None, connect_timeout: float, state_path: str
+) -> None:
     """Show each daemon: alive, state and task counts, read from the hosts themselves."""
     from simpletasks.fleet import manage
 
@@ -207,7 +216,34 @@ def status(ssh_config: str | None, connect_timeout: float, state_path: str) -> N
             row = [report.host, d["name"], alive, s.get("state", "?"), *map(str, counts), age]
             echo("\t".join(row))
     echo("TOTAL\t\t\t\t" + "\t".join(str(totals[c]) for c in COUNT_COLUMNS))
+    if targets_path:
+        write_targets(Path(targets_path), recorded, reports)
     _fail_if(reports)
+
+
+def write_targets(path: Path, recorded: Any, reports: list[Any]) -> None:
+    """Write Prometheus file_sd targets: ``host:metrics_port`` of each running daemon.
+
+    The host is the one ``ssh`` reaches, after the ssh config's ``HostName`` if it has one.
+    """
+    import json
+    import os
+
+    from simpletasks.fleet.ssh import resolve_hostname
+
+    ssh_config = recorded.ssh_config
+    groups = []
+    for report in reports:
+        address = resolve_hostname(report.host, ssh_config)
+        for d in report.daemons:
+            port = (d.get("status") or {}).get("metrics_port")
+            if d.get("alive") and port:
+                labels = {"fleet_host": report.host, "daemon": d["name"]}
+                groups.append({"targets": [f"{address}:{port}"], "labels": labels})
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(groups, indent=1) + "\n")
+    os.replace(tmp, path)
+    echo(f"{len(groups)} metrics target(s) written to {path}", err=True)
 
 
 @fleet.command()

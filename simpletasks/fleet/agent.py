@@ -6,7 +6,8 @@ stdout. Commands (``DIR`` holds each daemon's ``NAME.log`` and ``NAME.status.jso
 - ``start DIR PREFIX COUNT WAIT -- RUN_ARGS...``: start ``COUNT`` daemons named
   ``PREFIX-0``... detached from the ssh session (a new session, stdin from /dev/null, output
   to the log), wait ``WAIT`` seconds and report which are alive (with the log's tail for
-  those that are not);
+  those that are not). ``--metrics-port P`` becomes ``P + i`` for daemon ``i`` (0 stays 0:
+  each picks a free port and writes it in its status file);
 - ``status DIR NAME...``: whether each runs, and its status file;
 - ``stop DIR GRACE NAME...``: SIGTERM each, wait up to ``GRACE`` seconds, report which
   stopped and what their final status says (released messages);
@@ -64,6 +65,20 @@ def read_status(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def with_port(args: list[str], i: int) -> list[str]:
+    """``args`` with ``--metrics-port P`` (P > 0) made ``P + i``: one port per daemon."""
+    out = list(args)
+    for j, arg in enumerate(out):
+        if arg == "--metrics-port" and j + 1 < len(out) and out[j + 1].isdigit():
+            if int(out[j + 1]) > 0:
+                out[j + 1] = str(int(out[j + 1]) + i)
+        elif arg.startswith("--metrics-port=") and arg.split("=", 1)[1].isdigit():
+            port = int(arg.split("=", 1)[1])
+            if port > 0:
+                out[j] = f"--metrics-port={port + i}"
+    return out
+
+
 def start(directory: Path, prefix: str, count: int, wait: float, args: list[str]) -> list[dict]:
     """Start ``count`` daemons; return what became of each after ``wait`` seconds."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -73,7 +88,7 @@ def start(directory: Path, prefix: str, count: int, wait: float, args: list[str]
         log, status = directory / f"{name}.log", directory / f"{name}.status.json"
         status.unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "simpletasks", "run", "--name", name]
-        cmd += ["--status-file", str(status), *args]
+        cmd += ["--status-file", str(status), *with_port(args, i)]
         with open(log, "ab") as out:
             proc = subprocess.Popen(
                 cmd,

@@ -97,3 +97,17 @@ def on_each(hosts: Sequence[str], call: Callable[[str], T], *, parallel: int = 1
         return []
     with ThreadPoolExecutor(min(parallel, len(hosts)), thread_name_prefix="st-ssh") as pool:
         return list(pool.map(call, hosts))
+
+
+def resolve_hostname(host: str, config: str | None = None) -> str:
+    """The address ``ssh`` connects to for ``host`` (``ssh -G``), or ``host`` if unknown."""
+    cmd = ["ssh", *(["-F", config] if config else []), "-G", "--", host]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return host.split("@")[-1]
+    for line in out.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "hostname" and value:
+            return value.strip()
+    return host.split("@")[-1]

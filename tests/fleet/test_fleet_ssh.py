@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,6 +66,7 @@ def test_fleet_start_status_logs_stop_over_ssh(tmp_path: Path, hosts: SshHosts) 
     run_args = ["--queue", urls["tasks"], "--error-queue", urls["errors"], "--bucket"]
     run_args += [urls["bucket"], "--task", "tasktypes:SleepTask", "--wait", "0.2"]
     run_args += ["--poll-frequency", "0.2", "--grace", "0", "--cache-dir", str(tmp_path / "c")]
+    run_args += ["--metrics-port", "0", "--metrics-host", "127.0.0.1"]
     started = fleet(
         tmp_path,
         hosts,
@@ -94,7 +96,8 @@ def test_fleet_start_status_logs_stop_over_ssh(tmp_path: Path, hosts: SshHosts) 
 
     wait_for(lambda: sum(x.startswith("end") for x in lines(log)) == TASKS)
     time.sleep(1.5)  # status files are rewritten every second
-    status = fleet(tmp_path, hosts, "status")
+    targets = tmp_path / "targets.json"
+    status = fleet(tmp_path, hosts, "status", "--targets", str(targets))
     assert status.returncode == 0, status.stderr
     rows = [r.split("\t") for r in status.stdout.splitlines()[1:-1]]
     assert sorted(r[1] for r in rows) == ["h1-0", "h1-1", "h2-0", "h2-1"]
@@ -102,6 +105,20 @@ def test_fleet_start_status_logs_stop_over_ssh(tmp_path: Path, hosts: SshHosts) 
     total = status.stdout.splitlines()[-1].split("\t")
     assert total[0] == "TOTAL" and int(total[5]) == TASKS  # succeeded, from the hosts' files
     assert sum(int(r[5]) > 0 for r in rows) >= 2  # the work was shared
+    # Prometheus file_sd targets: every daemon's endpoint, scraped and summed
+    groups = json.loads(targets.read_text())
+    assert sorted(g["labels"]["daemon"] for g in groups) == ["h1-0", "h1-1", "h2-0", "h2-1"]
+    scraped = 0.0
+    for group in groups:
+        (target,) = group["targets"]
+        assert target.startswith("127.0.0.1:")
+        with urllib.request.urlopen(f"http://{target}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        for line in text.splitlines():
+            if line.startswith("simpletasks_tasks_succeeded_total{"):
+                assert f'daemon="{group["labels"]["daemon"]}"' in line
+                scraped += float(line.split()[-1])
+    assert scraped == TASKS
 
     logs = fleet(tmp_path, hosts, "logs", "h2", "-n", "5")
     assert logs.returncode == 0, logs.stderr
