@@ -67,10 +67,10 @@ def check_notice(server: Any, *, now: float | None = None) -> Notice | None:
             return Notice("gce", DEFAULT_WINDOW["gce"], "instance/preempted = TRUE")
         return None
     if isinstance(server, Ec2Metadata):
-        body = server._get(EC2_INSTANCE_ACTION)
-        if body is None:
+        action = server._get(EC2_INSTANCE_ACTION)
+        if action is None:
             return None
-        return Notice("ec2", _ec2_seconds_left(body, now), f"spot/instance-action = {body}")
+        return Notice("ec2", _ec2_seconds_left(action, now), f"spot/instance-action = {action}")
     raise ConfigError(f"no preemption notices for {server!r}")
 
 

@@ -128,9 +128,10 @@ def stop(directory: Path, grace: float, names: list[str]) -> list[dict]:
     pids: dict[str, int | None] = {}
     for name in names:
         pid = (read_status(directory / f"{name}.status.json") or {}).get("pid")
-        pids[name] = pid if alive(pid) else None
-        if pids[name]:
-            os.kill(pid, signal.SIGTERM)
+        running = int(pid) if isinstance(pid, int) and alive(pid) else None
+        pids[name] = running
+        if running is not None:
+            os.kill(running, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and any(alive(p) for p in pids.values()):
         time.sleep(0.1)

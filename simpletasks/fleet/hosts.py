@@ -19,6 +19,7 @@ def parse_hosts(spec: str) -> list[str]:
             list is empty, or a host appears twice.
     """
     path = Path(spec).expanduser()
+    entries: list[tuple[int | None, str]]
     if path.is_file():
         source = str(path)
         entries = [(n, line.split("#", 1)[0].strip()) for n, line in _lines(path)]

@@ -63,11 +63,21 @@ class StatusFileMiddleware(Middleware):
         self._stopped.set()
         self._write()
 
-    def on_acked(self, *args: Any) -> None:
-        """A task ended: write soon."""
+    def on_acked(self, task: Any, message: Any, result: Any) -> None:
+        """A task succeeded: write soon."""
         self._dirty.set()
 
-    on_retried = on_dead_lettered = on_skipped = on_acked
+    def on_retried(self, task: Any, message: Any, report: Any) -> None:
+        """A task failed and will be retried: write soon."""
+        self._dirty.set()
+
+    def on_dead_lettered(self, task: Any, message: Any, report: Any) -> None:
+        """A task failed for good: write soon."""
+        self._dirty.set()
+
+    def on_skipped(self, task: Any, message: Any, reason: str) -> None:
+        """A message was skipped: write soon."""
+        self._dirty.set()
 
     def on_released(self, message: Any) -> None:
         """Only a stopping daemon releases messages: note it."""
