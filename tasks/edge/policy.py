@@ -63,6 +63,7 @@ class Policy:
         self._no_pre = np.zeros(cap, dtype=bool)  # pre-processing failed: never offer again
         self._processed = np.zeros(cap, dtype=bool)
         self._est = np.ones(0)
+        self._stale = False  # the estimate needs a refit (done lazily, before the next pick)
 
     # ----------------------------------------------------------------- lanes' API
     def add(self, index: int, size_bytes: int, hint: float | None = None) -> None:
@@ -80,11 +81,12 @@ class Policy:
             if hint is not None:
                 self._hint[index] = float(hint)
             self._n = max(self._n, index + 1)
-            self._refit()
+            self._stale = True
 
     def next_preprocess(self) -> int | None:
         """Choose a file to pre-process and mark it PREPROCESSING; None if none (or not now)."""
         with self._lock:
+            self._fresh()
             candidates = np.flatnonzero(
                 (self._state[: self._n] == FileState.WAITING_UNPROCESSED) & ~self._no_pre[: self._n]
             )
@@ -98,6 +100,7 @@ class Policy:
     def next_upload(self) -> int | None:
         """Choose a file to upload and mark it UPLOADING; None if nothing waits."""
         with self._lock:
+            self._fresh()
             states = self._state[: self._n]
             processed = np.flatnonzero(states == FileState.WAITING_PROCESSED)
             unprocessed = np.flatnonzero(states == FileState.WAITING_UNPROCESSED)
@@ -118,7 +121,7 @@ class Policy:
             self._cpu[index] = cpu_seconds
             self._processed[index] = True
             self._state[index] = FileState.WAITING_PROCESSED
-            self._refit()
+            self._stale = True
 
     def preprocess_failed(self, index: int) -> None:
         """Pre-processing failed: the original waits for upload; never offered again."""
@@ -164,6 +167,7 @@ class Policy:
     def estimates(self) -> list[float]:
         """Current estimate by index (for plots)."""
         with self._lock:
+            self._fresh()
             return [float(x) for x in self._est[: self._n]]
 
     def known(self) -> list[float | None]:
@@ -191,6 +195,11 @@ class Policy:
         if len(processed):
             return int(processed[0])
         return int(unprocessed[np.argmin(self._est[unprocessed])])
+
+    def _fresh(self) -> None:
+        if self._stale or len(self._est) != self._n:
+            self._refit()
+            self._stale = False
 
     def _refit(self) -> None:
         """Recompute ``self._est`` (after an arrival or a measurement)."""
