@@ -26,6 +26,21 @@ Series (``task`` is the task type name, ``?`` when a message could not be parsed
 ``simpletasks_queue_last_call_timestamp_seconds``  last answer of the task queue, ``ok`` or not
 =================================================  ============================================
 
+In Python (``simpletasks run --metrics-port`` does the same for one daemon)::
+
+    metrics = Metrics()
+    MetricsServer(metrics, 9100).start()            # simpletasks.metrics_server
+    daemons = []
+    for name in ("cpu", "upload"):
+        m = metrics.middleware(name)
+        ds = BucketCacheDatasource(m.bucket(bucket), m.cache(cache_dir))
+        daemons.append(DaemonService(queue=m.queue(queue), datasource=ds, middleware=[m],
+                                     name=name, ...))
+    Supervisor(daemons).run()
+
+The wrapped queue feeds ``/healthz`` and ``/readyz``; the wrapped bucket and cache count
+bytes, hits, misses and evictions (without them those series stay at zero).
+
 ``prometheus_client`` is imported when a :class:`Metrics` is made, never at import time.
 """
 
