@@ -237,3 +237,34 @@ def write_tem_stream(
         Image.fromarray(img, mode="L").save(path, format="PNG", compress_level=compress_level)
         paths.append(path)
     return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m simpletasks.tasks.edge.synthetic profile|images ...`` (see ``--help``)."""
+    import argparse
+
+    from .simulate import write_profile
+
+    parser = argparse.ArgumentParser(description="Synthetic edge streams: profiles or images.")
+    sub = parser.add_subparsers(dest="what", required=True)
+    prof = sub.add_parser("profile", help="write a profile CSV")
+    prof.add_argument("name", choices=sorted(PROFILES))
+    prof.add_argument("out_csv")
+    prof.add_argument("--seed", type=int, default=0)
+    prof.add_argument("-n", type=int, default=PAPER_IMAGES)
+    img = sub.add_parser("images", help="write TEM-like PNGs 00000.png...")
+    img.add_argument("directory")
+    img.add_argument("n", type=int)
+    img.add_argument("--kind", choices=["smooth", "iid"], default="smooth")
+    img.add_argument("--size", type=int, default=512)
+    img.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.what == "profile":
+        write_profile(make_profile(args.name, seed=args.seed, n=args.n), args.out_csv)
+    else:
+        write_tem_stream(args.directory, args.n, kind=args.kind, size=args.size, seed=args.seed)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -108,3 +108,18 @@ def test_hint_on_a_corrupt_file_raises(tmp_path):
     bad.write_bytes(b"\x89PNG broken")
     with pytest.raises(OSError):
         quick_hint(bad)
+
+
+def test_command_line(tmp_path):
+    from simpletasks.tasks.edge.simulate import load_profile
+    from simpletasks.tasks.edge.synthetic import main
+
+    assert main(["profile", "iid", str(tmp_path / "p.csv"), "-n", "30"]) == 0
+    rows = load_profile(tmp_path / "p.csv")
+    assert len(rows) == 30 and rows[0].hint is not None
+    assert main(["images", str(tmp_path / "img"), "3", "--kind", "iid", "--size", "64"]) == 0
+    assert sorted(p.name for p in (tmp_path / "img").iterdir()) == [
+        "00000.png",
+        "00001.png",
+        "00002.png",
+    ]
