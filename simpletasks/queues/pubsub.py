@@ -46,6 +46,7 @@ from simpletasks.errors import BatchError, ConfigError
 from simpletasks.queues import Message, QueueCapabilities, QueueCounts, _checks, _common
 from simpletasks.queues import _pubsub_admin as admin
 from simpletasks.queues._pubsub_admin import ADMIN_TIMEOUT_SECONDS, make_client, parse_url
+from simpletasks.queues._pubsub_raw import RawSubscriber
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ ACK_CHUNK = 500  # ack ids per Acknowledge/ModifyAckDeadline request (512 KB req
 QUICK_PULL_SECONDS = 0.3  # deadline of the one pull of receive(wait_seconds=0)
 EMPTY_PULL_PAUSE = 0.1  # pause after an early empty pull, before pulling again
 PUBLISH_TIMEOUT_SECONDS = 120.0  # longest wait for publishes to be confirmed
+SETTLE_TIMEOUT_SECONDS = 60.0  # one Acknowledge/ModifyAckDeadline request (the client's default)
 TRACKED_ATTEMPTS = 100_000  # messages whose attempts we count ourselves, most recent kept
 DEAD_LETTER_ATTEMPTS = 100
 
@@ -149,6 +151,9 @@ class PubSubQueue:
         self.ack_deadline_seconds: int = info.ack_deadline_seconds
         #: Whether Pub/Sub counts delivery attempts (the subscription has a dead-letter policy).
         self.counts_attempts = bool(info.dead_letter_policy.dead_letter_topic)
+        # Pull/Acknowledge/ModifyAckDeadline with plain protobufs on a real client's channel
+        # (None for wrapped or fake clients, which keep their own methods).
+        self._raw: RawSubscriber | None = RawSubscriber.of(self._subscriber)
         #: Pulls of up to 1000, leases up to 600 s, a body must fit in one publish request;
         #: no counts.
         self.capabilities = QueueCapabilities(
@@ -196,10 +201,14 @@ class PubSubQueue:
         received = _common.poll(pull, wait_seconds, pause=EMPTY_PULL_PAUSE)
         if received and lease != self.ack_deadline_seconds:
             self._modify([r.ack_id for r in received], lease)
-        return [self._message(r) for r in received]
+        message = self._message
+        return [message(r) for r in received]
 
     def _pull(self, max_messages: int, timeout: float) -> list[Any]:
         try:
+            if self._raw is not None:
+                pulled = self._raw.pull(self.subscription_path, max_messages, timeout)
+                return list(pulled.received_messages)
             response = self._subscriber.pull(
                 request={"subscription": self.subscription_path, "max_messages": max_messages},
                 timeout=timeout,
@@ -210,18 +219,20 @@ class PubSubQueue:
         return list(response.received_messages)
 
     def _message(self, received: Any) -> Message:
-        data: bytes = received.message.data
+        """A ``Message`` of a received message (a raw protobuf or a proto-plus wrapper)."""
+        pubsub_message = received.message  # read each field once: proto-plus reads are slow
+        data: bytes = pubsub_message.data
+        message_id: str = pubsub_message.message_id
         try:
             body = data.decode("utf-8")
         except UnicodeDecodeError:
-            logger.warning("%s: message %s is not UTF-8", self.url, received.message.message_id)
+            logger.warning("%s: message %s is not UTF-8", self.url, message_id)
             body = data.decode("utf-8", "replace")
-        message_id = received.message.message_id
         return Message(
-            id=message_id,
-            body=body,
-            attempt=received.delivery_attempt or self._count_attempt(message_id),
-            handle=_Ack(self.subscription_path, received.ack_id),
+            message_id,
+            body,
+            received.delivery_attempt or self._count_attempt(message_id),
+            _Ack(self.subscription_path, received.ack_id),
         )
 
     def _count_attempt(self, message_id: str) -> int:
@@ -251,7 +262,14 @@ class PubSubQueue:
         for start in range(0, len(ack_ids), size):
             chunk = ack_ids[start : start + size]
             try:
-                if action == "ack":
+                if self._raw is not None:
+                    if action == "ack":
+                        self._raw.acknowledge(self.subscription_path, chunk, SETTLE_TIMEOUT_SECONDS)
+                    else:
+                        self._raw.modify_ack_deadline(
+                            self.subscription_path, chunk, seconds, SETTLE_TIMEOUT_SECONDS
+                        )
+                elif action == "ack":
                     self._subscriber.acknowledge(subscription=self.subscription_path, ack_ids=chunk)
                 else:
                     self._subscriber.modify_ack_deadline(
