@@ -139,9 +139,9 @@ def start(
             raise click.BadParameter(f"{arg} is set by fleet start itself", param_hint="RUN")
     ssh = _ssh(ssh_config, connect_timeout)
     path = Path(state_path).expanduser()
-    try:
-        recorded = state.load(path)
-    except Exception:
+    if path.exists():
+        recorded = state.load(path)  # a damaged file is an error, never overwritten
+    else:
         recorded = state.FleetState(remote_dir, python, ssh_config)
     busy = set(recorded.hosts()) & set(hosts)
     if busy:

@@ -100,7 +100,7 @@ def start(directory: Path, prefix: str, count: int, wait: float, args: list[str]
             )
         started.append((name, proc, log))
     deadline = time.monotonic() + wait
-    while time.monotonic() < deadline and all(p.poll() is None for _, p, _ in started):
+    while time.monotonic() < deadline and any(p.poll() is None for _, p, _ in started):
         time.sleep(0.05)
     report = []
     for name, proc, log in started:

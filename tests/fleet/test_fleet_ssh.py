@@ -170,6 +170,32 @@ def test_a_host_without_a_compatible_simpletasks_is_refused(
     assert not (tmp_path / "fleet.json").exists()
 
 
+def test_daemons_that_exit_at_once_are_reported_with_their_log(
+    tmp_path: Path, hosts: SshHosts
+) -> None:
+    remote = tmp_path / "remote"
+    args = ["start", "--hosts", "h1,h2", "-n", "2", "--python", sys.executable]
+    args += ["--remote-dir", str(remote), "--wait", "10", "--", "--queue", "file:///nowhere"]
+    done = fleet(tmp_path, hosts, *args)  # no --error-queue, no --bucket: run refuses
+    assert done.returncode == 1
+    for host in ("h1", "h2"):
+        assert f"{host}\tFAILED: 2 of 2 daemon(s) exited at once (exit status 2): " in done.stderr
+    assert "missing option(s) --error-queue, --bucket" in done.stderr
+    assert "0 daemon(s) running" in done.stdout and not (tmp_path / "fleet.json").exists()
+
+
+def test_run_options_that_fleet_sets_itself_and_a_damaged_state_file_are_refused(
+    tmp_path: Path, hosts: SshHosts
+) -> None:
+    done = fleet(tmp_path, hosts, "start", "--hosts", "h1", "--", "--name", "x")
+    assert done.returncode == 2 and "--name is set by fleet start itself" in done.stderr
+    (tmp_path / "fleet.json").write_text("{not json")
+    for args in (("start", "--hosts", "h1"), ("status",), ("stop",), ("logs", "h1")):
+        done = fleet(tmp_path, hosts, *args)
+        assert done.returncode == 1 and "is not a fleet state file" in done.stderr, args
+    assert (tmp_path / "fleet.json").read_text() == "{not json"  # left for the user to see
+
+
 def test_status_without_a_fleet_says_how_to_start_one(tmp_path: Path, hosts: SshHosts) -> None:
     done = fleet(tmp_path, hosts, "status")
     assert done.returncode == 1 and "fleet start" in done.stderr
