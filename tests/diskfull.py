@@ -34,8 +34,8 @@ from simpletasks.buckets.memory import MemoryBucket
 from simpletasks.cache import FileSystemCache
 from simpletasks.daemon import DaemonService
 from simpletasks.datasource import BucketCacheDatasource
-from simpletasks.middleware import Middleware
 from simpletasks.message import BasicInfo, TaskMessage
+from simpletasks.middleware import Middleware
 from simpletasks.queues import Message, QueueService, open_queue
 from simpletasks.registry import TaskRegistry
 from simpletasks.settings import DaemonSettings
