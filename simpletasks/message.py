@@ -161,6 +161,9 @@ def decode_body(body: str | bytes) -> Any:
 
 
 def _check_keys(data: dict[str, Any], allowed: set[str], *, required: set[str], where: str) -> None:
+    keys = data.keys()
+    if keys >= required and keys <= allowed:  # the usual case, without building messages
+        return
     missing = sorted(required - data.keys())
     if missing:
         raise MessageError(f"{where} is missing required field(s): {', '.join(missing)}")
