@@ -84,7 +84,7 @@ class LeaseKeeper:
             if held is None or held.state is not State.BUFFERED:
                 return None
             held.state = State.RUNNING
-            self.changed.notify_all()  # an ordered queue's loop waits for an empty buffer
+            self._notify()  # an ordered queue's loop waits for an empty buffer
             return held.cancel
 
     def is_running(self, message: Message) -> bool:
@@ -96,9 +96,11 @@ class LeaseKeeper:
     def settle(self, message: Message) -> bool:
         """Stop holding ``message``; ``False`` if someone else settled it first."""
         with self.changed:
-            self._wait_for_renewals([message])
-            held = self._held.pop(id(message), None)
-            self.changed.notify_all()
+            key = id(message)
+            while (held := self._held.get(key)) is not None and held.renewing:
+                self.changed.wait()  # as _wait_for_renewals, for one message
+            self._held.pop(key, None)
+            self._notify()
             return held is not None
 
     def counts(self) -> tuple[int, int]:
@@ -143,6 +145,11 @@ class LeaseKeeper:
                 self.changed.wait(min(0.5, remaining))
             return True
 
+    def _notify(self) -> None:
+        """``notify_all`` (lock held), skipped when no thread waits: the hot path's common case."""
+        if self.changed._waiters:  # type: ignore[attr-defined]
+            self.changed.notify_all()
+
     def _counts(self) -> tuple[int, int]:
         states = [h.state for h in self._held.values()]
         return states.count(State.BUFFERED), states.count(State.RUNNING)
@@ -166,7 +173,7 @@ class LeaseKeeper:
             if held is None or held.state is State.ACKING:
                 return
             held.state = State.ACKING
-            self.changed.notify_all()
+            self._notify()
         self._acks.put(message)
 
     def release_all(self, messages: list[Message]) -> None:
