@@ -223,6 +223,15 @@ class MetricsMiddleware(Middleware):
         self.daemon = health.name
         self._lock = threading.Lock()
         self._running: dict[str, str] = {}  # message id -> task name, between receive and end
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def _child(self, family: Any, *labels: str) -> Any:
+        """``family.labels(daemon, *labels)``, cached (``labels()`` costs a lock and more)."""
+        key = (id(family), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = family.labels(self.daemon, *labels)
+        return child
 
     def on_start(self, daemon: Any) -> None:
         """Note the start and the daemon's timing settings."""
@@ -240,11 +249,11 @@ class MetricsMiddleware(Middleware):
         with self._lock:
             self._running[message.id] = name
         m = self.metrics
-        m.received.labels(self.daemon, name).inc()
-        m.in_flight.labels(self.daemon, name).inc()
+        self._child(m.received, name).inc()
+        self._child(m.in_flight, name).inc()
         sent_at = getattr(message, "sent_at", None)
         if isinstance(sent_at, int | float):
-            m.message_age.labels(self.daemon, name).observe(max(0.0, time.time() - sent_at))
+            self._child(m.message_age, name).observe(max(0.0, time.time() - sent_at))
 
     def after_phase(
         self,
@@ -256,33 +265,33 @@ class MetricsMiddleware(Middleware):
     ) -> None:
         """Observe the phase's duration."""
         outcome = "ok" if error is None else "error"
-        self.metrics.phase_seconds.labels(self.daemon, task.name, phase, outcome).observe(seconds)
+        self._child(self.metrics.phase_seconds, task.name, phase, outcome).observe(seconds)
 
     def on_acked(self, task: DaemonTask, message: Message, result: Result) -> None:
         """Count a success."""
-        self.metrics.succeeded.labels(self.daemon, self._end(message)).inc()
+        self._child(self.metrics.succeeded, self._end(message)).inc()
 
     def on_retried(self, task: DaemonTask | None, message: Message, report: ErrorReport) -> None:
         """Count a failed attempt that will be retried."""
         name = self._end(message)
-        self.metrics.failed.labels(self.daemon, name).inc()
-        self.metrics.retried.labels(self.daemon, name).inc()
+        self._child(self.metrics.failed, name).inc()
+        self._child(self.metrics.retried, name).inc()
 
     def on_dead_lettered(
         self, task: DaemonTask | None, message: Message, report: ErrorReport
     ) -> None:
         """Count a final failure."""
         name = self._end(message)
-        self.metrics.failed.labels(self.daemon, name).inc()
-        self.metrics.dead_lettered.labels(self.daemon, name).inc()
+        self._child(self.metrics.failed, name).inc()
+        self._child(self.metrics.dead_lettered, name).inc()
 
     def on_released(self, message: Message) -> None:
         """Count a message handed back without a result."""
-        self.metrics.released.labels(self.daemon, self._end(message)).inc()
+        self._child(self.metrics.released, self._end(message)).inc()
 
     def on_skipped(self, task: DaemonTask, message: Message, reason: str) -> None:
         """Count a message deleted unrun."""
-        self.metrics.skipped.labels(self.daemon, self._end(message)).inc()
+        self._child(self.metrics.skipped, self._end(message)).inc()
 
     def _end(self, message: Message) -> str:
         """Forget a running message; return its task name (in-flight goes down if it ran)."""
@@ -290,7 +299,7 @@ class MetricsMiddleware(Middleware):
             name = self._running.pop(message.id, None)
         if name is None:  # released from the local buffer: it never reached a worker
             return task_name_of(message.body)
-        self.metrics.in_flight.labels(self.daemon, name).dec()
+        self._child(self.metrics.in_flight, name).dec()
         return name
 
     # -- instrumented parts ----------------------------------------------------------------
@@ -312,7 +321,7 @@ class MetricsMiddleware(Middleware):
         self.health.last_call = now
         if ok:
             self.health.last_ok = now
-        self.metrics.queue_last_call.labels(self.daemon, "true" if ok else "false").set(time.time())
+        self._child(self.metrics.queue_last_call, "true" if ok else "false").set(time.time())
 
 
 _QUEUE_CALLS = frozenset(
