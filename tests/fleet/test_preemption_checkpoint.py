@@ -126,3 +126,53 @@ def test_a_preempted_task_resumes_elsewhere_from_its_checkpoint(
 
 def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
+
+
+@pytest.mark.slow
+def test_a_gce_preemption_stops_a_daemon_process_and_releases_its_task(
+    tmp_path: Path,
+    preemptible_server: PreemptibleMetadataServer,  # noqa: F811
+) -> None:
+    urls = {n: f"file://{tmp_path}/{n}" for n in ("tasks", "errors", "bucket")}
+    open_queue(urls["tasks"], create=True).close()
+    open_queue(urls["errors"], create=True).close()
+    open_bucket(urls["bucket"], create=True)
+    log = tmp_path / "log"
+    body = TaskMessage(BasicInfo(1, "SLEEP", ""), {"seconds": 60, "log": str(log)})
+    open_queue(urls["tasks"]).send(body.to_json())
+    server = preemptible_server
+    server.data.gce_instance.update(
+        {
+            "task-queue": urls["tasks"],
+            "error-queue": urls["errors"],
+            "bucket-name": urls["bucket"],
+            "task-types": "tasktypes:SleepTask",
+        }
+    )
+    env = {**os.environ, **server.env(), "PYTHONPATH": str(HERE.parent)}
+    # a 60 s grace: only the notice (30 s window on GCE, released 5 s before) or the
+    # second stop can end it early; the test's margin makes it release at once
+    cmd = daemon(tmp_path, "gce", "--from-metadata", "gce", "--preemption-poll", "0.1")
+    proc = subprocess.Popen(
+        [*cmd, "--grace", "60"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while lines(log) != ["start 1"]:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        server.preempted = True
+        noticed = time.monotonic()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    took = time.monotonic() - noticed
+    assert proc.returncode == 0, err
+    assert "preemption notice (instance/preempted = TRUE)" in err
+    assert "releasing running tasks in 25 s" in err
+    assert 24 <= took <= 35  # released 5 s before the 30 s window ends, not after 60 s
+    assert json.loads(out.strip().splitlines()[-1])["released"] == 1
+    assert open_queue(urls["tasks"]).counts().visible == 1
