@@ -87,7 +87,23 @@ def body_for_report(raw: str) -> Any:
 
 
 @dataclass(frozen=True)
-class ErrorReport:
+class _Common:
+    """Fields every report has after its own (keyword-only), and the JSON encoding."""
+
+    job_id: str | None = field(default=None, kw_only=True)
+    daemon: str = field(default="", kw_only=True)
+    time: float = field(default_factory=time.time, kw_only=True)
+    truncated: bool = field(default=False, kw_only=True)
+    body_head: str = field(default="", kw_only=True)
+    body_bytes: int = field(default=0, kw_only=True)
+
+    def to_json(self, max_bytes: int | None = None) -> str:
+        """Return the report as a JSON queue body, shrunk to ``max_bytes`` of UTF-8 if given."""
+        return _report_json(self, max_bytes)
+
+
+@dataclass(frozen=True)
+class ErrorReport(_Common):
     """A failure, written to the error queue.
 
     Attributes:
@@ -124,21 +140,11 @@ class ErrorReport:
     final: bool
     task_name: str | None = None
     task_id: int | None = None
-    job_id: str | None = None
-    daemon: str = ""
-    time: float = field(default_factory=time.time)
-    truncated: bool = False
-    body_head: str = ""
-    body_bytes: int = 0
-    kind: str = "error"
-
-    def to_json(self, max_bytes: int | None = None) -> str:
-        """Return the report as a JSON queue body, shrunk to ``max_bytes`` of UTF-8 if given."""
-        return _report_json(self, max_bytes)
+    kind: str = field(default="error", kw_only=True)
 
 
 @dataclass(frozen=True)
-class DoneReport:
+class DoneReport(_Common):
     """A success, written to the done queue (if there is one).
 
     Attributes:
@@ -168,17 +174,7 @@ class DoneReport:
     attempt: int
     seconds: float
     followups: int = 0
-    job_id: str | None = None
-    daemon: str = ""
-    time: float = field(default_factory=time.time)
-    truncated: bool = False
-    body_head: str = ""
-    body_bytes: int = 0
-    kind: str = "done"
-
-    def to_json(self, max_bytes: int | None = None) -> str:
-        """Return the report as a JSON queue body, shrunk to ``max_bytes`` of UTF-8 if given."""
-        return _report_json(self, max_bytes)
+    kind: str = field(default="done", kw_only=True)
 
 
 Report = ErrorReport | DoneReport
