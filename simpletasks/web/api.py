@@ -13,6 +13,7 @@ from flask import Blueprint, Response, g, jsonify, request
 from sqlalchemy import func, select
 
 import simpletasks
+from simpletasks.urls import redact_url
 from simpletasks.web import jobs as jobs_
 from simpletasks.web.app import state
 from simpletasks.web.auth import find_key, presented_key
@@ -65,7 +66,7 @@ def server() -> Response:
             "version": simpletasks.__version__,
             "time": time.time(),
             "uptime_seconds": time.time() - s.started,
-            "queue": _mask(s.config.queue_url),
+            "queue": redact_url(s.config.queue_url),
             "jobs": int(jobs),
             "reports": int(reports),
             "consumer": {
@@ -323,11 +324,3 @@ def _page(items: list[Any], name: str, page: int, per_page: int, total: int) -> 
         "total": total,
         "next_page": page + 1 if page * per_page < total else None,
     }
-
-
-def _mask(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    if sep and at and ":" in userinfo:
-        return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
-    return url
