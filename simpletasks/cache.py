@@ -14,7 +14,11 @@ sharing one cache directory:
   record file under ``root/.locks/sessions`` that it holds locked while it lives; eviction
   reads the live records (and deletes those of crashed processes) and skips their keys;
 * with ``max_bytes``, least recently used entries (last use is the file's mtime, set on every
-  access) are evicted after each commit until the cache fits again, if it can.
+  access) are evicted after each commit until the cache fits again, if it can;
+* on a full disk (a write fails with ``ENOSPC`` or ``EDQUOT``), with or without
+  ``max_bytes``, least recently used entries that are not in use are evicted to make room and
+  the write is tried again (:meth:`FileSystemCache.make_room`); only when nothing more can be
+  evicted does the error reach the caller.
 
 ``flock`` locks belong to an open file description, so every acquisition opens its own file
 descriptor: two threads of one process exclude each other exactly as two processes do. A
@@ -24,6 +28,7 @@ pins them with a :class:`PinSet` instead (one descriptor), as datasource session
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import logging
@@ -48,6 +53,11 @@ RESERVED_NAMES = frozenset({".tmp", ".locks"})
 #: Temp directories older than this (seconds) are left over by a crashed writer.
 STALE_TMP_SECONDS = 3600.0
 _COMMIT_ATTEMPTS = 5
+#: Write errors that mean "no space": evicting entries may help.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+#: Writes tried after a full disk, each after making (twice as much) room.
+ROOM_ATTEMPTS = 5
+_SLACK_BYTES = 65536  # room asked for beyond the data (file system metadata, blocks)
 
 
 class FileSystemCache:
@@ -196,9 +206,16 @@ class FileSystemCache:
             shutil.rmtree(tmp_dir, ignore_errors=True)
 
     def put_bytes(self, key: str, data: bytes) -> Path:
-        """Store ``data`` as the entry for ``key`` (atomically) and return its path."""
-        with self.writing(key) as tmp:
-            tmp.write_bytes(data)
+        """Store ``data`` as the entry for ``key`` (atomically) and return its path.
+
+        On a full disk, unused entries are evicted to make room (see :meth:`make_room`).
+        """
+
+        def write() -> None:
+            with self.writing(key) as tmp:
+                tmp.write_bytes(data)
+
+        self._with_room(key, write, len(data))
         return self.path(key)
 
     def put_file(self, key: str, src: Path | str) -> Path:
@@ -210,8 +227,12 @@ class FileSystemCache:
         src = Path(src)
         if not src.is_file():
             raise FileNotFoundError(f"cannot cache key {key!r}: source {src} is not a file")
-        with self.writing(key) as tmp:
-            shutil.copyfile(src, tmp)
+
+        def write() -> None:
+            with self.writing(key) as tmp:
+                shutil.copyfile(src, tmp)
+
+        self._with_room(key, write, src.stat().st_size)
         return self.path(key)
 
     def fill(self, key: str, fetch: Callable[[Path], None], *, force: bool = False) -> Path:
@@ -227,9 +248,60 @@ class FileSystemCache:
         with self.lock(key):
             if not force and self.touch(key):
                 return self.path(key)
-            with self.writing(key) as tmp:
-                fetch(tmp)
+
+            written = [0]  # bytes the last failed fetch got to write
+
+            def write() -> None:
+                with self.writing(key) as tmp:
+                    try:
+                        fetch(tmp)
+                    except OSError:
+                        with suppress(OSError):
+                            written[0] = os.lstat(tmp).st_size
+                        raise
+
+            self._with_room(key, write, None, written)
         return self.path(key)
+
+    def _with_room(
+        self,
+        key: str,
+        write: Callable[[], None],
+        size: int | None,
+        written: list[int] | None = None,
+    ) -> None:
+        """Call ``write``; while it fails for lack of space, make room and call it again.
+
+        Args:
+            key: The entry being written (never evicted for its own room).
+            write: Writes and commits the entry; a failed attempt leaves no temp file.
+            size: Bytes the entry needs, if known. Unknown (a download), the room asked for
+                starts at twice what the failed write got to write (``written[0]``) and
+                doubles per attempt.
+            written: Set by ``write`` when it fails: the bytes it had written.
+
+        Raises:
+            OSError: The last ``ENOSPC``/``EDQUOT`` if nothing more could be evicted, or
+                after :data:`ROOM_ATTEMPTS` tries; any other error at once.
+        """
+        room = 0
+        for attempt in range(1, ROOM_ATTEMPTS + 1):
+            try:
+                write()
+                return
+            except OSError as exc:
+                if exc.errno not in NO_SPACE_ERRNOS or attempt == ROOM_ATTEMPTS:
+                    raise
+                need = size if size is not None else 2 * (written[0] if written else 0)
+                room = max(room * 2, need + (need >> 4) + _SLACK_BYTES)  # slack: metadata
+                evicted = self.make_room(room, keep=key)
+                if not evicted and shutil.disk_usage(self._tmp_dir).free < room:
+                    raise  # nothing left to evict (the rest is in use)
+                logger.warning(
+                    "cache %s: no space left writing %s; evicted %d unused entries to make "
+                    "room (%d bytes free now), trying again",
+                    *(self.root, key, evicted, shutil.disk_usage(self._tmp_dir).free),
+                )
 
     def _commit(self, key: str, tmp: Path) -> Path:
         try:
@@ -346,6 +418,29 @@ class FileSystemCache:
                 total,
                 self.max_bytes,
             )
+        return evicted
+
+    def make_room(self, free_bytes: int, *, keep: str | None = None) -> int:
+        """Evict least recently used entries until the disk has ``free_bytes`` free.
+
+        Used when a write failed for lack of space; ``max_bytes`` plays no part. Entries in
+        use (pinned, or being filled) and ``keep`` are skipped, as in :meth:`evict`.
+
+        Returns:
+            How many entries were evicted (0: nothing could be, or there is room already).
+        """
+        evicted = 0
+        with _locked(self._locks_dir / "evict.lock", fcntl.LOCK_EX):
+            if shutil.disk_usage(self._tmp_dir).free >= free_bytes:
+                return 0
+            entries = sorted(self._entries())
+            with _locked(self._pins_lock, fcntl.LOCK_EX):  # no pin set changes meanwhile
+                pinned = live_keys(self._sessions_dir)
+                for _, _, key in entries:
+                    if key != keep and key not in pinned and self._try_evict(key):
+                        evicted += 1
+                        if shutil.disk_usage(self._tmp_dir).free >= free_bytes:
+                            break
         return evicted
 
     def _try_evict(self, key: str) -> bool:

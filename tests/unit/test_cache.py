@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -431,3 +433,144 @@ def test_pins_added_while_another_thread_evicts_are_never_lost(tmp_path: Path) -
     finally:
         stop.set()
         thread.join()
+
+
+# a full disk: evict unused entries to make room, then write again
+
+
+class SmallDisk:
+    """A disk of ``capacity`` bytes holding only the cache's entries (and the write's temp).
+
+    ``shutil.disk_usage`` in the cache module reports its free space, and :meth:`write`
+    fails with ENOSPC after writing what fits, as a real file system does.
+    """
+
+    def __init__(self, cache: FileSystemCache, capacity: int, monkeypatch: Any) -> None:
+        import shutil
+
+        from simpletasks import cache as cache_module
+
+        self.cache, self.capacity, self.failures = cache, capacity, 0
+        real = shutil.disk_usage
+
+        def disk_usage(path: Any) -> Any:
+            used = cache.size_bytes()
+            return real(path)._replace(total=capacity, used=used, free=capacity - used)
+
+        monkeypatch.setattr(cache_module.shutil, "disk_usage", disk_usage)
+
+    def write(self, tmp: Path, data: bytes) -> None:
+        free = self.capacity - self.cache.size_bytes()
+        if len(data) > free:
+            tmp.write_bytes(data[:free])
+            self.failures += 1
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
+        tmp.write_bytes(data)
+
+
+def test_a_full_disk_evicts_least_recently_used_entries_then_writes(
+    cache: FileSystemCache, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    disk = SmallDisk(cache, 1_000_000, monkeypatch)
+    for i in range(5):
+        cache.fill(f"old/{i}", lambda tmp: disk.write(tmp, b"x" * 180_000))
+        os.utime(cache.path(f"old/{i}"), ns=(i * 10**9, i * 10**9))  # old/0 least recent
+    with caplog.at_level(logging.WARNING):
+        path = cache.fill("new", lambda tmp: disk.write(tmp, b"n" * 300_000))
+    assert path.read_bytes() == b"n" * 300_000
+    assert disk.failures >= 1
+    assert "no space left writing new; evicted" in caplog.text
+    left = cache.keys()
+    assert "new" in left and "old/4" in left and "old/0" not in left  # LRU went first
+    assert cache.size_bytes() <= 1_000_000
+    assert files_under(cache.root / ".tmp") == []
+
+
+def test_a_full_disk_keeps_pinned_entries_and_says_so_when_nothing_is_left(
+    cache: FileSystemCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk = SmallDisk(cache, 1_000_000, monkeypatch)
+    for i in range(4):
+        cache.put_bytes(f"k{i}", b"x" * 200_000)
+    with cache.pin_set() as pins, cache.pin("k3"):
+        pins.add("k0")
+        pins.add("k1")
+        path = cache.fill("a", lambda tmp: disk.write(tmp, b"a" * 350_000))  # only k2 may go
+        assert path.read_bytes() == b"a" * 350_000
+        assert cache.keys() == ["a", "k0", "k1", "k3"]
+        pins.add("a")
+        with pytest.raises(OSError) as info:  # the rest is in use: the error comes through
+            cache.fill("b", lambda tmp: disk.write(tmp, b"b" * 300_000))
+        assert info.value.errno == errno.ENOSPC
+    assert cache.keys() == ["a", "k0", "k1", "k3"]
+    assert files_under(cache.root / ".tmp") == []
+    cache.put_bytes("c", b"c" * 150)  # other work goes on
+
+
+def test_put_bytes_and_put_file_make_room_too(
+    cache: FileSystemCache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    disk = SmallDisk(cache, 1_000_000, monkeypatch)
+    real_write_bytes, real_copyfile = Path.write_bytes, shutil.copyfile
+
+    def write_bytes(self: Path, data: bytes) -> int:  # the cache's temp files only
+        if ".tmp" in self.parts:
+            free = disk.capacity - cache.size_bytes()
+            if len(data) > free:
+                real_write_bytes(self, data[:free])
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+        return real_write_bytes(self, data)
+
+    def copyfile(src: Any, dst: Any, **kwargs: Any) -> Any:
+        data = Path(src).read_bytes()
+        if len(data) > disk.capacity - cache.size_bytes():
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+        return real_copyfile(src, dst, **kwargs)
+
+    monkeypatch.setattr(Path, "write_bytes", write_bytes)
+    from simpletasks import cache as cache_module
+
+    monkeypatch.setattr(cache_module.shutil, "copyfile", copyfile)
+    for i in range(4):
+        cache.put_bytes(f"k{i}", b"x" * 240_000)
+    cache.put_bytes("big", b"b" * 400_000)
+    source = tmp_path / "src"
+    real_write_bytes(source, b"s" * 500_000)
+    cache.put_file("file", source)
+    assert cache.path("file").read_bytes() == b"s" * 500_000
+    assert cache.size_bytes() <= 1_000_000 and {"big", "file"} <= set(cache.keys())
+
+
+def test_other_write_errors_are_not_retried(cache: FileSystemCache) -> None:
+    calls = []
+
+    def fetch(tmp: Path) -> None:
+        calls.append(tmp)
+        raise OSError(errno.EIO, "I/O error")
+
+    cache.put_bytes("k", b"x")
+    with pytest.raises(OSError, match="I/O error"):
+        cache.fill("other", fetch)
+    assert len(calls) == 1 and cache.keys() == ["k"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_a_real_full_tmpfs_makes_room(tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).parents[1]))
+    from diskfull import MountUnavailable, tmpfs
+
+    try:
+        with tmpfs(tmp_path / "fs", "1m") as mount:
+            cache = FileSystemCache(mount / "cache")
+            for i in range(6):
+                cache.put_bytes(f"k{i}", os.urandom(150_000))
+            data = os.urandom(400_000)
+            cache.fill("big", lambda tmp: tmp.write_bytes(data))
+            assert cache.path("big").read_bytes() == data
+            assert "k5" in cache.keys() and "k0" not in cache.keys()  # noqa: SIM118
+    except MountUnavailable as exc:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(str(exc))
