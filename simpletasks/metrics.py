@@ -436,6 +436,13 @@ class MeteredCache(FileSystemCache):
             self._evictions.inc(evicted)
         return evicted
 
+    def make_room(self, free_bytes: int, *, keep: str | None = None) -> int:
+        """As :meth:`FileSystemCache.make_room` (a full disk), counting the entries evicted."""
+        evicted = super().make_room(free_bytes, keep=keep)
+        if evicted:
+            self._evictions.inc(evicted)
+        return evicted
+
 
 def _size(path: Path) -> int:
     try:

@@ -270,3 +270,20 @@ def test_a_silent_loop_is_unhealthy() -> None:
     h.started = h.last_call = h.last_ok = 100.0
     assert h.live(105.0) == (True, "ok") and h.ready(105.0) == (True, "ok")
     assert h.live(111.0)[0] is False and "no queue call for 11 s" in h.live(111.0)[1]
+
+
+def test_cache_evictions_are_counted(tmp_path: Path) -> None:
+    metrics = Metrics()
+    cache = metrics.middleware("d").cache(tmp_path / "c", max_bytes=2500)
+    for i in range(5):
+        cache.put_bytes(f"k{i}", b"x" * 1000)  # each commit past 2500 bytes evicts the oldest
+    evicted = metrics.registry.get_sample_value(
+        "simpletasks_cache_evictions_total", {"daemon": "d"}
+    )
+    assert evicted == 3 and len(cache.keys()) == 2
+    huge = 10**18  # no disk has that much free: make_room evicts all it can
+    assert cache.make_room(huge) == 2
+    evicted = metrics.registry.get_sample_value(
+        "simpletasks_cache_evictions_total", {"daemon": "d"}
+    )
+    assert evicted == 5
