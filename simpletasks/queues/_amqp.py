@@ -18,6 +18,9 @@ from simpletasks.urls import redact, redact_url
 logger = logging.getLogger(__name__)
 
 BLOCKED_SECONDS = 60.0  # give up a publish after the broker blocked us this long
+#: Longest a call to the broker may go unanswered (and connecting may take) before the
+#: connection is given up: bounds how long a dead endpoint holds a daemon up (its stop too).
+OPERATION_SECONDS = 4.0
 
 
 class BrokerError(SimpleTasksError):
@@ -90,6 +93,9 @@ def parse_url(url: str) -> tuple[str, pika.URLParameters, str]:
         raise ConfigError(f"RabbitMQ queue URL {masked!r} has a bad option: {exc}") from None
     if "blocked_connection_timeout" not in options:  # a broker short of memory blocks publishes
         parameters.blocked_connection_timeout = BLOCKED_SECONDS
+    for timeout in ("socket_timeout", "stack_timeout"):  # connecting to a dead endpoint
+        if timeout not in options:
+            setattr(parameters, timeout, OPERATION_SECONDS)
     return check_name(names[0]), parameters, masked
 
 

@@ -49,6 +49,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import socket
 import threading
 import time
 import uuid
@@ -64,6 +65,7 @@ import pika.exceptions
 from simpletasks.errors import ConfigError
 from simpletasks.queues import Message, QueueCapabilities, QueueCounts, _checks, _common
 from simpletasks.queues._amqp import (
+    OPERATION_SECONDS,
     BrokerError,
     BrokerLoginRefused,
     BrokerUnavailable,
@@ -152,7 +154,11 @@ class AMQPQueue:
         self._generation = 0
         self._leases = LeaseBook(name, self.url)
         self._leases.unleased_floor = self._unleased_floor
-        self._closed = threading.Event()
+        self._closed = threading.Event()  # set at the end of close: the pump stops
+        self._closing = False  # set at the start of close: no new connection
+        self._busy_since: float | None = None  # when the lock's holder took it (watchdog)
+        self._timed_out = False  # the watchdog gave the connection up
+        self._broker_blocked = False  # the broker blocks our publishes (memory alarm)
         self._pump: Pump | None = None
         self._declare(create, arguments)
         self._pump = Pump(f"simpletasks-amqp-{name}", self._tick, self._closed).start()
@@ -173,20 +179,65 @@ class AMQPQueue:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        """Hold the lock, with pika's own ERROR logs silenced (we report failures once)."""
+        """Hold the lock, with pika's own ERROR logs silenced (we report failures once).
+
+        While held, the pump's watchdog times the holder: a pika call that has not returned
+        after :data:`OPERATION_SECONDS` has its socket shut down (see :meth:`_watchdog`).
+        """
         with self._lock, quiet_pika():
-            yield
+            outer = self._busy_since is None
+            if outer:
+                self._busy_since = time.monotonic()
+            try:
+                yield
+            finally:
+                if outer:
+                    self._busy_since = None
+
+    def _watchdog(self) -> None:
+        """Shut down the socket of a pika call stuck for :data:`OPERATION_SECONDS` (no lock).
+
+        A broker or network that stops answering (a stall, a half-open connection) would
+        otherwise block the call, and every thread waiting for the lock, until pika's
+        heartbeat timeout (a minute or more): a daemon could not even stop. The stuck call
+        then fails as on a lost connection (the broker requeues what we held) and is not
+        retried. A broker that *blocks* publishers (memory alarm) is left to pika's
+        ``blocked_connection_timeout``.
+        """
+        since, connection = self._busy_since, self._connection
+        if since is None or connection is None or self._timed_out:
+            return
+        if time.monotonic() - since < OPERATION_SECONDS or self._broker_blocked:
+            return
+        transport = getattr(getattr(connection, "_impl", None), "_transport", None)
+        sock = getattr(transport, "_sock", None)  # pika's socket (private: checked)
+        if sock is None:
+            return
+        self._timed_out = True
+        logger.warning(
+            "%s: the broker has not answered for %.0f s; giving the connection up",
+            self.url,
+            OPERATION_SECONDS,
+        )
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
     def _open_channel(self) -> Any:
         """Return the channel, connecting first if needed. Call with the lock held."""
-        if self._closed.is_set():
+        if self._closing or self._closed.is_set():
             raise BrokerError(f"{self.url} is closed")
         if self._channel is None:
             connection = connect(self._parameters, self.url)
+            self._timed_out = self._broker_blocked = False
+            connection.add_on_connection_blocked_callback(self._on_blocked)
+            connection.add_on_connection_unblocked_callback(self._on_blocked)
             channel = connection.channel()
             self._publisher = ConfirmPublisher(connection.channel())
             self._channel, self._connection = channel, connection
         return self._channel
+
+    def _on_blocked(self, _connection: Any, frame: Any) -> None:
+        self._broker_blocked = isinstance(frame.method, pika.spec.Connection.Blocked)
 
     def _drop(self, reason: object) -> None:
         """Forget the connection (the broker requeues what we held). Call with the lock held."""
@@ -199,7 +250,7 @@ class AMQPQueue:
         self._buffer.clear()  # the broker requeues these too
         self._window, self._consumers, self._publisher = 0, [], None
         connection, self._connection, self._channel = self._connection, None, None
-        if connection is not None and connection.is_open:
+        if connection is not None and connection.is_open and not self._timed_out:
             with contextlib.suppress(pika.exceptions.AMQPError, OSError):
                 connection.close()
 
@@ -212,7 +263,13 @@ class AMQPQueue:
                     self._leases.expire(channel, self._publisher)
                     return action(channel)
                 except _LOST as exc:
+                    timed_out = self._timed_out
                     self._drop(exc)
+                    if timed_out:
+                        raise BrokerUnavailable(
+                            f"{self.url}: {what} failed: the broker did not answer within "
+                            f"{OPERATION_SECONDS:g} s (not retried)"
+                        ) from None
                     if attempt == 2:
                         raise BrokerUnavailable(
                             f"{self.url}: {what} failed on a new connection too: "
@@ -247,9 +304,19 @@ class AMQPQueue:
             raise
 
     def _tick(self) -> None:
-        """The pump's work: expire leases and serve heartbeats, under the lock."""
+        """The pump's work: the watchdog, then expire leases and serve heartbeats (if the lock
+        is free: a busy holder serves heartbeats itself)."""
+        self._watchdog()
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            self._tick_locked()
+        finally:
+            self._lock.release()
+
+    def _tick_locked(self) -> None:
         with self._locked():
-            if self._connection is None or self._closed.is_set():
+            if self._connection is None or self._closing:
                 return
             try:
                 self._leases.expire(self._channel, self._publisher)
@@ -530,14 +597,19 @@ class AMQPQueue:
         self._call("delete", lambda channel: channel.queue_delete(self.name))
 
     def close(self) -> None:
-        """Close the connection; the broker requeues messages still leased here."""
-        self._closed.set()
-        if self._pump is not None:
-            self._pump.join()
+        """Close the connection; the broker requeues messages still leased here.
+
+        The pump's watchdog stays on until the connection is closed, so a broker that no
+        longer answers holds ``close`` up for :data:`OPERATION_SECONDS` at most.
+        """
+        self._closing = True
         with self._locked():
             self._return_buffered()
             self._leases.clear()
             self._drop("closed")
+        self._closed.set()
+        if self._pump is not None:
+            self._pump.join()
 
     def __repr__(self) -> str:
         return f"AMQPQueue({self.url!r})"
