@@ -16,6 +16,9 @@ changes what the CPU looks at and what the uplink gives up on:
    the trend of the last ``window`` indices if it rises (capped at the highest score seen),
    not the last value: the upload lane then keeps them for the CPU instead of sending them raw.
 4. **Upload** processed files first, then the unprocessed file with the lowest estimate.
+5. **End game** (:mod:`.endgame`): do not start a job the link would have to wait for unless
+   the bytes it saves are worth the wait (the link's throughput is inferred from the lanes'
+   reports, or given as ``bandwidth_mbps``/``cores``).
 
 ``content`` adds a cheap look at each image (:func:`.hint.quick_hint`): the estimate is a
 linear fit of measured score on hint, blended with the ``splines`` estimate by how well the
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .endgame import LaneRates, worth_starting
 from .estimate import PRIOR
 from .policy import FileState, Policy
 
@@ -40,6 +44,10 @@ class Splines(Policy):
         kappa: weight of slope x distance in the optimistic estimate.
         gate: search only where the optimistic estimate reaches the cutoff (off = always
             search far files).
+        end_game: skip a job the link would wait for when its saving is not worth the wait.
+        bandwidth_mbps: the link's bandwidth (10^6 bytes/s) if the caller knows it; None =
+            inferred from confirmed uploads (see :class:`.endgame.LaneRates`).
+        cores: CPU workers if the caller knows it; None = the most jobs seen at once.
     """
 
     name = "splines"
@@ -51,14 +59,25 @@ class Splines(Policy):
         window: int = 40,
         kappa: float = 1.0,
         gate: bool = True,
+        end_game: bool = True,
+        bandwidth_mbps: float | None = None,
+        cores: int | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        if bandwidth_mbps is not None and bandwidth_mbps <= 0:
+            raise ValueError(f"bandwidth_mbps must be > 0, got {bandwidth_mbps}")
+        if cores is not None and cores < 1:
+            raise ValueError(f"cores must be >= 1, got {cores}")
         self.max_gap = max_gap
         self.window = window
         self.kappa = kappa
         self.gate = gate
+        self.end_game = end_game
         self._raw_uploads = 0
+        self._rates = LaneRates(
+            bandwidth=None if bandwidth_mbps is None else bandwidth_mbps * 1e6, cores=cores
+        )
 
     def _index_estimate(self) -> np.ndarray:
         n = self._n
@@ -114,6 +133,35 @@ class Splines(Policy):
         return float(np.quantile(waiting, 1 - frac))
 
     def _pick_preprocess(self, candidates: np.ndarray) -> int | None:
+        index = self._choose_preprocess(candidates)
+        if self.end_game and not self._worth_starting(index):
+            return None
+        running = int(np.count_nonzero(self._state[: self._n] == FileState.PREPROCESSING))
+        self._rates.started(running + 1)
+        return index
+
+    def _worth_starting(self, index: int) -> bool:
+        """The end-game check for ``index`` against what the link still has to send."""
+        n = self._n
+        states = self._state[:n]
+        smaller = self._processed[:n] & (self._size_after[:n] < self._size[:n])
+        sizes = np.where(smaller, self._size_after[:n], self._size[:n])
+        waiting = (states == FileState.WAITING_PROCESSED) | (
+            states == FileState.WAITING_UNPROCESSED
+        )
+        # an upload in flight is half done on average
+        backlog = (
+            sizes[waiting].sum() - sizes[index] + 0.5 * sizes[states == FileState.UPLOADING].sum()
+        )
+        return worth_starting(
+            size=int(self._size[index]),
+            score=float(self._est[index]),
+            backlog_bytes=float(backlog),
+            rates=self._rates,
+        )
+
+    def _choose_preprocess(self, candidates: np.ndarray) -> int:
+        """Search a far file that may reach the cutoff, else climb."""
         dist = self._distance()[candidates]
         far = dist >= self.max_gap
         if far.any():
@@ -130,6 +178,19 @@ class Splines(Policy):
             return int(processed[0])
         self._raw_uploads += 1
         return int(unprocessed[np.argmin(self._est[unprocessed])])
+
+    def preprocessed(self, index: int, size_after: int, cpu_seconds: float) -> None:
+        """As :meth:`Policy.preprocessed`; also counts the CPU time for the end game."""
+        with self._lock:
+            super().preprocessed(index, size_after, cpu_seconds)
+            self._rates.finished(int(self._size[index]), cpu_seconds)
+
+    def uploaded(self, index: int) -> None:
+        """As :meth:`Policy.uploaded`; also counts the bytes sent for the end game."""
+        with self._lock:
+            nbytes = self.upload_size(index)
+            super().uploaded(index)
+            self._rates.sent(nbytes)
 
     def upload_failed(self, index: int) -> None:
         """As :meth:`Policy.upload_failed`; a raw upload that failed does not count as sent."""
@@ -192,7 +253,7 @@ class ContentPolicy(Splines):
         model = a * np.nan_to_num(hint) + b
         self._est = np.where(has, r2 * model + (1 - r2) * index_est, index_est)
 
-    def _pick_preprocess(self, candidates: np.ndarray) -> int | None:
+    def _choose_preprocess(self, candidates: np.ndarray) -> int:
         if not np.isnan(self._hint[candidates]).all():
             return int(candidates[np.argmax(self._est[candidates])])
-        return super()._pick_preprocess(candidates)
+        return super()._choose_preprocess(candidates)
