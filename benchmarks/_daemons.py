@@ -30,7 +30,8 @@ from simpletasks.queues import QueueCounts, QueueService, open_queue
 logger = logging.getLogger(__name__)
 
 BENCH = Path(__file__).resolve().parent
-BACKENDS = ("sqs", "file")
+BACKENDS = ("sqs", "file", "amqp")
+AMQP_BASE = "amqp://127.0.0.1:5672/%2F"  # the machine's broker (guest/guest)
 
 
 @dataclass
@@ -120,7 +121,18 @@ def make_cluster(backend: str, workdir: Path, moto: MotoServer | None = None) ->
     workdir.mkdir(parents=True, exist_ok=True)
     path = os.pathsep.join(filter(None, [str(BENCH), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": path}
-    if backend == "file":
+    if backend == "amqp":  # the machine's RabbitMQ; a file bucket
+        from simpletasks.queues.amqp import AMQPQueue
+
+        tag = uuid.uuid4().hex[:8]
+        urls = {}
+        for name in ("tasks", "errors", "done"):
+            urls[name] = f"{AMQP_BASE}?queue=rel-{tag}-{name}"
+            AMQPQueue.from_url(urls[name], create=True).close()
+        urls["bucket"] = f"file://{workdir}/bucket"
+        (workdir / "bucket").mkdir(exist_ok=True)
+        moto = None
+    elif backend == "file":
         urls = {name: f"file://{workdir}/{name}" for name in ("tasks", "errors", "done", "bucket")}
         (workdir / "bucket").mkdir(exist_ok=True)
         moto = None

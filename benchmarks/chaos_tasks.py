@@ -77,14 +77,19 @@ class WorkPayload:
 
 
 class WorkTask(DaemonTask):
-    """Simulated work: sleep ``seconds``; log ``<pid> <start> <end>`` if ``log`` is set."""
+    """Simulated work: sleep ``seconds`` (a negative value: burn ``-seconds`` of CPU); log
+    ``<pid> <start> <end>`` if ``log`` is set."""
 
     name = "WORK"
     payload_type = WorkPayload
 
     def execute(self, datasource: Any) -> Result:
         started = time.time()
-        if self.payload.seconds > 0:
+        if self.payload.seconds < 0:  # CPU-bound: spin for -seconds of this thread's CPU
+            until = time.thread_time() - self.payload.seconds
+            while time.thread_time() < until:
+                sum(range(1000))
+        elif self.payload.seconds > 0:
             time.sleep(self.payload.seconds)
         if self.payload.log:
             append_line(self.payload.log, f"{os.getpid()} {started:.6f} {time.time():.6f}")

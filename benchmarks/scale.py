@@ -1,4 +1,9 @@
-"""Scale run: task throughput of 1, 2, 4 and 8 daemon processes on one SQS queue (moto).
+"""Scale run: task throughput of 1, 2, 4 and 8 daemon processes on one queue.
+
+``--backend sqs`` (default) uses one SQS queue on a moto server; ``--backend amqp`` the
+machine's RabbitMQ (127.0.0.1:5672, guest/guest, a durable quorum queue per run) with tasks
+that wait 50 ms (I/O-like, ``time.sleep``) at 1, 2, 4 and 8 processes and CPU-bound tasks
+(20 ms of CPU each) at 1 and 2 processes.
 
 For each number of processes and each kind of task (a no-op, and 10 ms of simulated work,
 ``time.sleep(0.01)``), the daemons (``python -m simpletasks run --concurrency 1``) are started
@@ -17,6 +22,7 @@ Usage::
 
     python benchmarks/scale.py --plot docs/reliability-scale.png   # about 6 min on 2 cores
     python benchmarks/scale.py --quick                             # smoke run
+    python benchmarks/scale.py --backend amqp --rounds 3 --plot docs/performance-scale-amqp.png
 """
 
 from __future__ import annotations
@@ -40,13 +46,23 @@ from simpletasks.scheduler import schedule
 logger = logging.getLogger("benchmarks.scale")
 
 KINDS = {"noop": 0.0, "work_10ms": 0.01}
+#: RabbitMQ: kind -> (WorkTask seconds (negative: CPU seconds), tasks per run, processes)
+AMQP_KINDS = {"wait_50ms": (0.05, 200, [1, 2, 4, 8]), "cpu_20ms": (-0.02, 120, [1, 2])}
 
 
 def run_point(
-    moto: MotoServer, moto_pid: int | None, workdir: Path, processes: int, seconds: float, n: int
+    moto: MotoServer | None,
+    moto_pid: int | None,
+    workdir: Path,
+    processes: int,
+    seconds: float,
+    n: int,
 ) -> dict[str, Any]:
-    """Run ``n`` tasks of ``seconds`` on ``processes`` fresh daemons; return the figures."""
-    cluster = make_cluster("sqs", workdir, moto)
+    """Run ``n`` tasks of ``seconds`` on ``processes`` fresh daemons; return the figures.
+
+    Without ``moto`` the queue is on the machine's RabbitMQ (``moto_pid``: the broker's).
+    """
+    cluster = make_cluster("sqs" if moto is not None else "amqp", workdir, moto)
     log = workdir / "work.log"
     daemons = [
         DaemonProcess(cluster, f"d{i}", task="chaos_tasks:WorkTask", lease=30, concurrency=1)
@@ -114,11 +130,12 @@ def plot(result: dict[str, Any], path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    procs = result["params"]["processes"]
     for kind, points in result["results"].items():
+        procs = [int(p) for p in points]
         rates = [points[str(p)]["rate_median"] for p in procs]
         left.plot(procs, rates, marker="o", label=kind)
         right.plot(procs, [r / rates[0] for r in rates], marker="o", label=kind)
+    procs = result["params"]["processes"]
     right.plot(procs, procs, linestyle="--", color="grey", label="linear")
     machine = result["machine"]
     for ax, ylabel in ((left, "tasks / s (median)"), (right, "speedup vs 1 process")):
@@ -127,8 +144,9 @@ def plot(result: dict[str, Any], path: str) -> None:
         ax.set_xticks(procs)
         ax.grid(alpha=0.3)
         ax.legend()
+    where = result["params"].get("where", "one SQS queue (moto server)")
     fig.suptitle(
-        f"simpletasks on one SQS queue (moto server), {machine['nproc']} cores "
+        f"simpletasks on {where}, {machine['nproc']} cores "
         f"({machine['cpu_model']}), {result['date'][:10]}"
     )
     fig.tight_layout()
@@ -145,10 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1 round of 150 tasks")
     parser.add_argument("--output", help="also write the JSON here")
     parser.add_argument("--plot", help="write a PNG plot here (needs matplotlib)")
+    parser.add_argument("--backend", choices=["sqs", "amqp"], default="sqs")
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.messages = 1, 150
     setup_logging()
+    if args.backend == "amqp":
+        return main_amqp(args)
     points = [(kind, p) for kind in KINDS for p in args.processes]
     samples: dict[tuple[str, int], list[dict[str, Any]]] = {point: [] for point in points}
     with MotoServer() as moto, tempfile.TemporaryDirectory() as tmp:
@@ -178,6 +199,56 @@ def main(argv: list[str] | None = None) -> int:
             "processes": args.processes,
             "concurrency": 1,
             "tasks_per_run": args.messages,
+            "rounds": args.rounds,
+        },
+        "results": results,
+    }
+    emit(result, args.output)
+    if args.plot:
+        plot(result, args.plot)
+    return 0
+
+
+def main_amqp(args: Any) -> int:
+    """The RabbitMQ variant: :data:`AMQP_KINDS`, points interleaved over rounds."""
+    from _queue_benches import find_pid
+
+    points = [(kind, p) for kind, (_, _, procs) in AMQP_KINDS.items() for p in procs]
+    samples: dict[tuple[str, int], list[dict[str, Any]]] = {point: [] for point in points}
+    broker_pid = find_pid("beam.smp")
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            shift = r * 3 % len(points)
+            for kind, p in points[shift:] + points[:shift]:
+                seconds, n, _ = AMQP_KINDS[kind]
+                workdir = Path(tmp) / f"{kind}-{p}-{r}"
+                sample = run_point(None, broker_pid, workdir, p, seconds, n)
+                logger.info("round %d %s x%d: %.1f tasks/s", r, kind, p, sample["rate"])
+                samples[(kind, p)].append(sample)
+    results: dict[str, dict[str, Any]] = {}
+    for kind, (_, _, procs) in AMQP_KINDS.items():
+        results[kind] = {}
+        for p in procs:
+            summary = summarize_points(samples[(kind, p)])
+            summary["broker_cpu_share_median"] = summary.pop("moto_cpu_share_median")
+            # speedup as the median of per-round ratios to that round's 1-process run
+            ratios = [
+                s["rate"] / base["rate"]
+                for s, base in zip(samples[(kind, p)], samples[(kind, 1)], strict=True)
+            ]
+            summary["speedup"] = round(statistics.median(ratios), 2)
+            summary["speedups"] = [round(x, 2) for x in ratios]
+            results[kind][str(p)] = summary
+    result = {
+        "scenario": "scale_amqp",
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "machine": machine_info(),
+        "versions": versions("simpletasks", "pika"),
+        "params": {
+            "processes": [1, 2, 4, 8],
+            "where": "one RabbitMQ quorum queue (127.0.0.1)",
+            "concurrency": 1,
+            "kinds": {k: {"task_seconds": v[0], "tasks": v[1]} for k, v in AMQP_KINDS.items()},
             "rounds": args.rounds,
         },
         "results": results,
