@@ -395,7 +395,7 @@ class AMQPQueue:
     def _return_buffered(self) -> None:
         """Stop consuming and hand back buffered deliveries uncounted (lock held, at close)."""
         channel = self._channel
-        if channel is None or self._connection is None:
+        if channel is None or self._connection is None or not self._consumers:
             return
         try:
             # Take in what is on its way first (pika would nack, so count, what is still
