@@ -134,8 +134,18 @@ class DaemonService:
 
     # -- public --------------------------------------------------------------------------
 
-    def stop(self) -> None:
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop was requested (the daemon may still be finishing tasks)."""
+        return self._stopping.is_set()
+
+    def stop(self, grace_seconds: float | None = None) -> None:
         """Stop taking work; finish running tasks within the grace period. Signal-safe.
+
+        Args:
+            grace_seconds: How long running tasks may take before they are given up; the
+                settings' ``grace_seconds`` when ``None`` (a preemption notice passes what is
+                left of its window).
 
         A second call releases the running tasks at once instead of waiting out the grace.
         """
@@ -144,6 +154,7 @@ class DaemonService:
                 logger.warning("[%s] second stop request: releasing running tasks now", self.name)
                 self._hurry.set()
             return
+        grace = self.settings.grace_seconds if grace_seconds is None else max(0.0, grace_seconds)
         self._stopping.set()
         self._leases.notify()  # the loop may be waiting for room
         running = self._leases.counts()[1]
@@ -151,12 +162,16 @@ class DaemonService:
             logger.info(
                 "[%s] stopping: no new tasks; %.0f s grace for %d running task(s)",
                 self.name,
-                self.settings.grace_seconds,
+                grace,
                 running,
             )
         else:
             logger.info("[%s] stopping", self.name)
-        threading.Thread(target=self._reap, name=f"st-{self.name}-stop", daemon=True).start()
+        self.middleware.emit("on_stopping", self)
+        reaper = threading.Thread(
+            target=self._reap, args=(grace,), name=f"st-{self.name}-stop", daemon=True
+        )
+        reaper.start()
 
     def install_signal_handlers(self) -> None:
         """Make SIGTERM and SIGINT call :meth:`stop` (main thread only).
@@ -258,8 +273,10 @@ class DaemonService:
                 messages = self.queue.receive(
                     want, wait_seconds=wait, lease_seconds=s.lease_seconds
                 )
+                self.middleware.emit("after_receive", self, len(messages), None)
             except Exception as exc:
                 logger.warning("[%s] receive from %s failed: %s", self.name, self.queue.url, exc)
+                self.middleware.emit("after_receive", self, 0, exc)
                 messages = []
             if self._stopping.is_set():
                 self._release(messages)
@@ -344,11 +361,11 @@ class DaemonService:
         for message in messages:
             self.middleware.emit("on_released", message)
 
-    def _reap(self) -> None:
+    def _reap(self, grace_seconds: float) -> None:
         """After stop(): release buffered leases, wait the grace period, release the rest."""
         try:
             self._release(self._leases.take(State.BUFFERED))
-            deadline = time.monotonic() + self.settings.grace_seconds
+            deadline = time.monotonic() + grace_seconds
             while not self._hurry.is_set():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._leases.wait_until(

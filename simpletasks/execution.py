@@ -127,6 +127,7 @@ class MessageRunner:
         except Exception:  # everything is reported inside; this is a last resort
             logger.exception("[%s] internal error handling message %s", self.name, message.id)
             self._retry_later(message)
+            self.middleware.emit("on_released", message)
         seconds = time.monotonic() - started
         with self._lock:
             mean = self._mean_seconds

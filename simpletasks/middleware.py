@@ -9,7 +9,10 @@ Events (``task`` is ``None`` when the message could not be parsed into a task):
 
 ========================  ==================================================================
 ``on_start(daemon)``      the daemon starts (before its first receive)
+``on_stopping(daemon)``   a stop was requested (running tasks may still finish)
 ``on_stop(daemon)``       the daemon has stopped (its stats are final)
+``after_receive``         ``(daemon, count, error)``: a receive returned ``count`` messages,
+                          or raised ``error`` (health checks watch this)
 ``on_received(message)``  a message was received (before parsing)
 ``before_phase``          ``(task, message, phase)``; phase is prepare, execute or finalize
 ``after_phase``           ``(task, message, phase, seconds, error)``; ``error`` is ``None`` on
@@ -45,8 +48,14 @@ class Middleware:
     def on_start(self, daemon: Any) -> None:
         """The daemon starts."""
 
+    def on_stopping(self, daemon: Any) -> None:
+        """A stop was requested; the daemon takes no new work."""
+
     def on_stop(self, daemon: Any) -> None:
         """The daemon stopped."""
+
+    def after_receive(self, daemon: Any, count: int, error: BaseException | None) -> None:
+        """A receive returned ``count`` messages (``error`` if it raised)."""
 
     def on_received(self, message: Message) -> None:
         """A message arrived (not parsed yet)."""
@@ -82,7 +91,7 @@ class Middleware:
         """The message was deleted unrun because the daemon's skip check said so."""
 
 
-_FORWARD = {"on_start", "on_received", "before_phase"}
+_FORWARD = {"on_start", "on_stopping", "after_receive", "on_received", "before_phase"}
 
 
 class MiddlewareChain:

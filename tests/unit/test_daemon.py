@@ -424,3 +424,33 @@ def test_progress_is_logged_while_the_daemon_runs(
         make_daemon(tmp_path, registry).run()
     progress = [r.getMessage() for r in caplog.records if "progress:" in r.getMessage()]
     assert progress and "succeeded" in progress[-1] and "tasks/s" in progress[-1]
+
+
+def test_stop_with_its_own_grace_and_the_stopping_events(
+    tmp_path: Path, registry: TaskRegistry
+) -> None:
+    """A preemption notice stops with what is left of its window, not the configured grace."""
+    events: list[str] = []
+
+    class Watch(Middleware):
+        def on_stopping(self, daemon: object) -> None:
+            events.append("stopping")
+
+        def after_receive(self, daemon: object, count: int, error: BaseException | None) -> None:
+            if not events or events[-1] != "receive":
+                events.append("receive")
+
+    log = tmp_path / "log"
+    send(task("SLEEP", {"seconds": 3, "log": str(log)}))
+    daemon = make_daemon(tmp_path, registry, burst=False, grace_seconds=60, middleware=(Watch(),))
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    _wait_for(lambda: lines(log) == ["start 1"])
+    assert not daemon.stopping
+    started = time.monotonic()
+    daemon.stop(grace_seconds=0.2)
+    assert daemon.stopping
+    thread.join(5)
+    assert time.monotonic() - started < 2  # not the configured 60 s
+    assert daemon.stats.released == 1
+    assert events[0] == "receive" and "stopping" in events
