@@ -12,9 +12,8 @@ pika logs in as guest/guest. :attr:`AMQPQueue.url` masks the password.
   local buffer, up to a *prefetch window* of unacked messages on our channel. The window
   follows what the caller holds and asks for: a ``receive(n)`` while ``h`` messages are
   leased here wants ``h + n`` (the daemon's concurrency plus its prefetch); when that is
-  more than the window, another consumer is added for the difference (at least doubling
-  the window, at most :data:`MAX_WINDOW`), since RabbitMQ fixes a consumer's prefetch when
-  it starts. ``receive`` takes from the buffer without a round trip; when the buffer is
+  more than the window, another consumer is added for the difference plus 25% (at most
+  :data:`MAX_WINDOW` in all), since RabbitMQ fixes a consumer's prefetch when it starts. ``receive`` takes from the buffer without a round trip; when the buffer is
   empty it tries one ``basic.get`` (so an empty receive still means an empty queue) and
   polls again after a pause outside the lock (1 ms doubling to 50 ms).
   Buffered messages are not leased yet; they count as visible, and at ``close`` they are
@@ -373,7 +372,9 @@ class AMQPQueue:
         wanted = min(wanted, MAX_WINDOW)
         if wanted <= self._window:
             return False
-        more = min(max(wanted, 2 * self._window), MAX_WINDOW) - self._window
+        # 25% headroom (acks in flight), so the window seldom grows again; not more: what
+        # waits here beyond the caller's prefetch could run sooner on another consumer
+        more = min(wanted + wanted // 4, MAX_WINDOW) - self._window
         channel.basic_qos(prefetch_count=more)  # applies to consumers started after it
         tag = channel.basic_consume(self.name, self._on_delivery, auto_ack=False)
         self._consumers.append(tag)

@@ -484,7 +484,7 @@ def test_close_hands_back_unreceived_deliveries_uncounted(
     queue.send_batch([f"m{i}" for i in range(50)])
     [first] = queue.receive(1, wait_seconds=2)
     queue.receive(1, wait_seconds=2)  # leases 1 + wants 1: the window grows to 2...
-    more = queue.receive(40, wait_seconds=2)  # ...then to 41: deliveries wait in the buffer
+    more = queue.receive(40, wait_seconds=2)  # ...then to 52: deliveries wait in the buffer
     assert 1 <= len(more) <= 40
     assert queue.counts() == QueueCounts(visible=50 - 2 - len(more), in_flight=2 + len(more))
     queue.ack(first)
