@@ -6,11 +6,11 @@ is scheduled, then with ``{"action": "terminate", "time": "2026-...Z"}`` about t
 ahead. :class:`PreemptionWatcher` polls the one of its cloud on a thread and calls
 ``on_notice`` once.
 
-:func:`stop_on_notice` gives the daemons' answer: stop taking work at once (a first
-``stop()``: buffered messages are released, running tasks see ``context.stopping()`` and
-should checkpoint), let running tasks use the notice window, and a few seconds before the
-machine goes, release whatever still runs (a second ``stop()``) so that another worker picks
-it up and resumes from its checkpoint.
+:func:`stop_on_notice` gives the daemons' answer: stop taking work at once (buffered
+messages are released, running tasks see ``context.stopping()`` and should checkpoint), with
+a grace period that ends a few seconds before the machine goes (or the daemon's own, if
+shorter), after which whatever still runs is released so that another worker picks it up and
+resumes from its checkpoint.
 """
 
 from __future__ import annotations
@@ -145,23 +145,16 @@ def stop_on_notice(
 ) -> Callable[[Notice], None]:
     """Return an ``on_notice`` that stops ``daemons`` and releases their tasks in time.
 
-    The first ``stop()`` takes no more work and starts each daemon's grace period; a timer
-    calls ``stop()`` again ``margin`` seconds before the machine goes (at once if the notice
-    leaves less), which releases the tasks still running so another worker takes them.
+    Each daemon stops with a grace period of the notice window less ``margin`` (at once if
+    the notice leaves less), or its own grace period if that is shorter.
     """
 
     def handle(notice: Notice) -> None:
+        window = max(0.0, notice.seconds_left - margin)
         for daemon in daemons:
-            daemon.stop()
-        release_in = max(0.0, notice.seconds_left - margin)
-        graces = [getattr(getattr(d, "settings", None), "grace_seconds", 0.0) for d in daemons]
-        if max(graces, default=0.0) <= release_in:
-            return  # the grace periods end (and release) before the machine goes
-        logger.warning("releasing running tasks in %.0f s, before the machine goes", release_in)
-        timer = threading.Timer(release_in, lambda: [d.stop() for d in daemons])
-        timer.daemon = True
-        timer.name = "st-preemption-release"
-        timer.start()
+            own = getattr(getattr(daemon, "settings", None), "grace_seconds", window)
+            daemon.stop(grace_seconds=min(own, window))
+        logger.warning("preempted: running tasks have %.0f s before they are released", window)
 
     return handle
 

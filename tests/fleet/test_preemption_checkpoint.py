@@ -172,7 +172,7 @@ def test_a_gce_preemption_stops_a_daemon_process_and_releases_its_task(
     took = time.monotonic() - noticed
     assert proc.returncode == 0, err
     assert "preemption notice (instance/preempted = TRUE)" in err
-    assert "releasing running tasks in 25 s" in err
+    assert "running tasks have 25 s before they are released" in err
     assert 24 <= took <= 35  # released 5 s before the 30 s window ends, not after 60 s
     assert json.loads(out.strip().splitlines()[-1])["released"] == 1
     assert open_queue(urls["tasks"]).counts().visible == 1
