@@ -256,6 +256,15 @@ def build_datasource(
     help="Exit once the queue is drained: status 0, or 1 if any task failed for good.",
 )
 @click.option(
+    "--skip-cancelled",
+    is_flag=True,
+    show_envvar=True,
+    envvar=env_name("SKIP_CANCELLED"),
+    help="Delete unrun the tasks of jobs cancelled through the job API (`simpletasks serve`): "
+    "it marks them in --bucket under _simpletasks/cancelled/JOB_ID (checked with a 5 s cache); "
+    "each gets a final report of phase `skipped`.",
+)
+@click.option(
     "--max-tasks",
     type=click.IntRange(min=1),
     show_envvar=True,
@@ -341,6 +350,7 @@ def run(
     retry_delay: float,
     grace_seconds: float,
     burst: bool,
+    skip_cancelled: bool,
     max_tasks: int | None,
     from_metadata: str | None,
     preemption_poll: float,
@@ -391,6 +401,10 @@ def run(
         )
         registry = build_registry(task_paths)  # puts the current directory on the path
         extras = _extras(followup_url, middleware_paths)
+        if skip_cancelled:
+            from simpletasks.jobs import JobCancellations
+
+            extras["skip"] = JobCancellations.from_url(bucket_url)
         extras["middleware"] = [*observers.middleware, *extras.get("middleware", [])]
         queue = open_queue(queue_url)
         daemon = DaemonService(

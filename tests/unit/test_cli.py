@@ -185,14 +185,70 @@ def test_run_with_middleware_and_followup_queue(
     assert invoke("create", followups).exit_code == 0
     open_queue(urls["queue"]).send('{"basic_info": {"id": 1, "name": "NO_OP"}}')
     result = invoke(
-        "run", "--queue", urls["queue"], "--error-queue", urls["errors"], "--bucket",
-        urls["bucket"], "--cache-dir", urls["cache"], "--burst", "--wait", "0",
-        "--middleware", "cli_mw:Count", "--followup-queue", followups,
-    )  # fmt: skip
+        "run",
+        "--queue",
+        urls["queue"],
+        "--error-queue",
+        urls["errors"],
+        "--bucket",
+        urls["bucket"],
+        "--cache-dir",
+        urls["cache"],
+        "--burst",
+        "--wait",
+        "0",
+        "--middleware",
+        "cli_mw:Count",
+        "--followup-queue",
+        followups,
+    )
     assert result.exit_code == 0, result.output
     assert len((tmp_path / "acked.txt").read_text().split()) == 1
     bad = invoke(
-        "run", "--queue", urls["queue"], "--error-queue", urls["errors"], "--bucket",
-        urls["bucket"], "--middleware", "cli_mw:Nope",
-    )  # fmt: skip
+        "run",
+        "--queue",
+        urls["queue"],
+        "--error-queue",
+        urls["errors"],
+        "--bucket",
+        urls["bucket"],
+        "--middleware",
+        "cli_mw:Nope",
+    )
     assert bad.exit_code == 2 and "--middleware" in bad.output and "has no 'Nope'" in bad.output
+
+
+def test_run_skip_cancelled_deletes_the_tasks_of_cancelled_jobs(urls: dict[str, str]) -> None:
+    from simpletasks.buckets import open_bucket
+    from simpletasks.jobs import mark_cancelled
+    from simpletasks.reports import parse_report
+
+    mark_cancelled(open_bucket(urls["bucket"]), "job-gone")
+    open_queue(urls["queue"]).send_batch(
+        [
+            '{"basic_info": {"id": 1, "name": "NO_OP"}, "job_id": "job-gone"}',
+            '{"basic_info": {"id": 2, "name": "NO_OP"}, "job_id": "job-live"}',
+        ]
+    )
+    common = [
+        "run",
+        "--queue",
+        urls["queue"],
+        "--error-queue",
+        urls["errors"],
+        "--bucket",
+        urls["bucket"],
+        "--cache-dir",
+        urls["cache"],
+        "--burst",
+        "--wait",
+        "0",
+    ]
+    result = invoke(*common, "--skip-cancelled")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert (summary["skipped"], summary["succeeded"]) == (1, 1)
+    errors = open_queue(urls["errors"])
+    (message,) = errors.receive(10)
+    report = parse_report(message.body)
+    assert (report.phase, report.job_id, report.final) == ("skipped", "job-gone", True)
