@@ -60,23 +60,29 @@ class LaneRates:
         return self.cpu_seconds / self.cpu_bytes
 
 
-def worth_starting(*, size: int, score: float, backlog_bytes: float, rates: LaneRates) -> bool:
+def worth_starting(
+    *, size: int, score: float, backlog_bytes: float, link_busy: bool, rates: LaneRates
+) -> bool:
     """Whether pre-processing a file of ``size`` bytes with estimated ``score`` pays off.
 
     Args:
         size: the file's original size (bytes).
         score: its estimated saving, bytes per CPU-second.
-        backlog_bytes: what the link still has to send without this file.
+        backlog_bytes: what the link still has to send without this file (waiting files and
+            what is left of uploads in flight).
+        link_busy: whether an upload is in flight.
         rates: the lanes' history (throughput, CPU cost per byte).
 
     Returns:
         True if the link would not run dry during the job, or if the bytes saved are worth more
-        link time than the link would wait; True while the rates are still unknown.
+        link time than the link would wait. While the rates are unknown (the first seconds):
+        True unless the link would certainly idle (nothing in flight, nothing else waiting), so
+        the very first file goes up raw instead of leaving the link idle until the next arrival.
     """
     link = rates.link_rate()
     per_byte = rates.cpu_per_byte()
     if link is None or per_byte is None:
-        return True
+        return link_busy or backlog_bytes > 0
     cpu = per_byte * size
     wait = cpu - backlog_bytes / link
     if wait <= 0:

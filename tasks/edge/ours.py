@@ -157,6 +157,7 @@ class Splines(Policy):
             size=int(self._size[index]),
             score=float(self._est[index]),
             backlog_bytes=float(backlog),
+            link_busy=bool((states == FileState.UPLOADING).any()),
             rates=self._rates,
         )
 
