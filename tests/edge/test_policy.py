@@ -308,3 +308,73 @@ def test_concurrent_lanes_upload_each_file_exactly_once(name):
     assert not any(t.is_alive() for t in threads)
     assert sorted(uploaded) == list(range(n))
     assert p.counts()["UPLOADED"] == n
+
+
+# ------------------------------------------------------------------ end game (splines, content)
+def test_lane_rates_infer_the_link_from_reports():
+    from simpletasks.tasks.edge.endgame import LaneRates
+
+    rates = LaneRates()
+    assert rates.link_rate() is None and rates.cpu_per_byte() is None
+    rates.started(1)
+    rates.started(2)  # two jobs at once: two cores seen
+    rates.finished(1000, 2.0)
+    rates.finished(1000, 2.0)
+    assert rates.link_rate() is None  # nothing uploaded yet
+    rates.sent(6000)
+    assert rates.link_rate() == pytest.approx(6000 / 2.0)  # 4 CPU-s on 2 cores = 2 s
+    assert rates.cpu_per_byte() == pytest.approx(2e-3)
+    assert LaneRates(cores=4, cpu_seconds=4.0, uploaded_bytes=10).link_rate() == 10.0
+    assert LaneRates(bandwidth=5e6).link_rate() == 5e6
+
+
+def test_first_file_goes_up_raw_rather_than_idle_the_link():
+    p = make_policy("splines")
+    p.add(0, 1000)
+    assert p.next_preprocess() is None  # the link has nothing else: it takes file 0
+    assert p.next_upload() == 0
+    p.add(1, 1000)
+    assert p.next_preprocess() == 1  # the link is busy now
+    off = make_policy("splines", end_game=False)
+    off.add(0, 1000)
+    assert off.next_preprocess() == 0
+
+
+@pytest.mark.parametrize(("saved", "starts"), [(100_000, False), (900_000, True)])
+def test_end_game_weighs_the_link_wait_against_the_saving(saved, starts):
+    # 1 MB/s link, 1 core; file 0 took 0.8 CPU-s and is uploading (half done on average);
+    # file 1 would take 0.8 CPU-s: saving 0.1 MB makes the link wait 0.8 - 0.45 s for 0.1 s
+    # of link time (skip); saving 0.9 MB makes it wait 0.8 - 0.05 s for 0.9 s (start)
+    p = make_policy("splines", bandwidth_mbps=1.0, cores=1)
+    p.add(0, 1_000_000)
+    p.add(1, 1_000_000)
+    _measure(p, 0, saved, cpu=0.8, size=1_000_000)
+    assert p.next_upload() == 0
+    assert (p.next_preprocess() == 1) is starts
+    q = make_policy("splines", bandwidth_mbps=1.0, cores=1, end_game=False)
+    q.add(0, 1_000_000)
+    q.add(1, 1_000_000)
+    _measure(q, 0, saved, cpu=0.8, size=1_000_000)
+    assert q.next_upload() == 0
+    assert q.next_preprocess() == 1
+
+
+def test_end_game_counts_only_confirmed_uploads():
+    p = make_policy("splines")
+    for i in range(3):
+        p.add(i, 1000)
+    j = p.next_upload()
+    p.upload_failed(j)
+    assert p._rates.uploaded_bytes == 0
+    j = p.next_upload()
+    p.uploaded(j)
+    assert p._rates.uploaded_bytes == 1000
+    with pytest.raises(InvalidTransition):
+        p.uploaded(j)
+    assert p._rates.uploaded_bytes == 1000
+
+
+@pytest.mark.parametrize("bad", [{"bandwidth_mbps": 0}, {"bandwidth_mbps": -1.0}, {"cores": 0}])
+def test_end_game_options_are_checked(bad):
+    with pytest.raises(ValueError):
+        make_policy("splines", **bad)

@@ -165,3 +165,16 @@ def test_iid_control_splines_close_to_natural_and_content_uses_the_hint():
     pols = res["policies"]
     assert pols["splines"]["makespan"] <= pols["natural"]["makespan"] * 1.01
     assert pols["content"]["oracle_gain_fraction"] >= 0.9
+
+
+@pytest.mark.parametrize("cores", [1, 2])
+def test_splines_end_game_keeps_the_link_busy(small, cores):
+    """The link idles less with the end game (it no longer waits for the last jobs)."""
+
+    def idle(**kw):
+        res = simulate_once(small, make_policy("splines", **kw), bandwidth_mbps=3.125, cores=cores)
+        return res["makespan"] - res["bytes_sent"] / 3.125e6
+
+    with_end_game, without = idle(), idle(end_game=False)
+    assert with_end_game <= without + 1e-9
+    assert with_end_game <= 0.1
