@@ -36,12 +36,15 @@ class Message:
             (1 on first delivery).
         handle: The backend's handle for this delivery (SQS receipt handle, lease token...).
             Pass the message back to ``ack``/``release``/``extend``; do not inspect it.
+        sent_at: Unix time the message was sent, where the backend tells (metrics report the
+            age of a message at receipt); ``None`` elsewhere.
     """
 
     id: str
     body: str
     attempt: int = 1
     handle: Any = field(default=None, repr=False, compare=False)
+    sent_at: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

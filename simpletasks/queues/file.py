@@ -183,7 +183,9 @@ class FileQueue:
             os.rename(src, dst)
             os.utime(dst, ns=(expiry, expiry))
             with open(dst, encoding="utf-8") as fh:
-                body = json.load(fh)["body"]
+                stored = json.load(fh)
+            body = stored["body"]
+            sent_at = stored.get("sent_at")
         except FileNotFoundError:
             return None  # another receiver won this one
         except (ValueError, KeyError, TypeError) as exc:
@@ -191,7 +193,7 @@ class FileQueue:
             with contextlib.suppress(FileNotFoundError):
                 os.rename(dst, dst.with_name(dst.name + ".corrupt"))
             return None
-        return Message(message_id, body, attempt, lease)
+        return Message(message_id, body, attempt, lease, sent_at)
 
     def _reclaim_expired(self) -> None:
         now = self._now_ns()
@@ -282,7 +284,7 @@ class FileQueue:
         message_id = _new_id()
         tmp = self._tmp / f"{message_id}{_SUFFIX}"
         with open(tmp, "x", encoding="utf-8") as fh:
-            json.dump({"body": body}, fh, ensure_ascii=False)
+            json.dump({"body": body, "sent_at": time.time()}, fh, ensure_ascii=False)
         os.rename(tmp, self._queue / f"{message_id}{_SEP}0{_SUFFIX}")
 
     # inspecting

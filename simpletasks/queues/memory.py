@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from simpletasks.errors import ConfigError
@@ -47,6 +47,7 @@ class _Entry:
     deliveries: int = 0
     token: int = 0  # token of the current lease; 0 while visible
     lease_until: float = 0.0
+    sent_at: float = field(default_factory=time.time)
 
 
 class _State:
@@ -168,7 +169,9 @@ class MemoryQueue:
                 entry.lease_until = lease_until
                 state.leased[message_id] = entry
                 handle = _Handle(state, message_id, entry.token)
-                messages.append(Message(message_id, entry.body, entry.deliveries, handle))
+                messages.append(
+                    Message(message_id, entry.body, entry.deliveries, handle, entry.sent_at)
+                )
             return messages
 
     def _current(self, message: Message, action: str) -> _Entry | None:

@@ -38,7 +38,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from simpletasks.errors import ConfigError
@@ -92,6 +92,7 @@ class _Entry:
     pending: Pending
     token: int = 0  # token of the current lease; 0 while visible
     lease_until: float = 0.0
+    sent_at: float = field(default_factory=time.time)
 
 
 class _Store:
@@ -221,7 +222,8 @@ class PriorityQueue:
         entry.token = next(store.tokens)
         entry.lease_until = store.clock() + lease_seconds
         store.leased[p.id] = entry
-        return Message(p.id, p.body, p.attempt + 1, _Handle(store, p.id, entry.token))
+        handle = _Handle(store, p.id, entry.token)
+        return Message(p.id, p.body, p.attempt + 1, handle, entry.sent_at)
 
     # -- settling ------------------------------------------------------------------------
 

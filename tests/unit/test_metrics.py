@@ -287,3 +287,18 @@ def test_cache_evictions_are_counted(tmp_path: Path) -> None:
         "simpletasks_cache_evictions_total", {"daemon": "d"}
     )
     assert evicted == 5
+
+
+@pytest.mark.parametrize("kind", ["mem", "file", "priority"])
+def test_local_queues_tell_when_a_message_was_sent(kind: str, tmp_path: Path) -> None:
+    from simpletasks.queues.priority import PriorityQueue
+
+    if kind == "priority":
+        q: Any = PriorityQueue()
+    else:
+        url = "mem://sent-at" if kind == "mem" else (tmp_path / "q").as_uri()
+        q = open_queue(url, create=True)
+    before = time.time()
+    q.send("x")
+    (message,) = q.receive(wait_seconds=1)
+    assert message.sent_at is not None and before - 1 <= message.sent_at <= time.time()
