@@ -21,6 +21,8 @@ Usage::
 
     python benchmarks/edge_simulate.py                   # ~2-4 min on 2 shared vCPUs
     python benchmarks/edge_simulate.py --quick           # 1 profile seed, 2 policy seeds
+    python benchmarks/edge_simulate.py --s2-only --first-profile-seed 10 --profile-seeds 5
+                                                         # S2 only, on other profile shapes
     python benchmarks/edge_simulate.py --plots docs/     # also Figure 7 and makespan PNGs
     python benchmarks/edge_simulate.py --images 300      # also S5: profiles measured on PNGs
 """
@@ -39,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, machine_info, setup_logging
 
 from simpletasks.tasks.edge.policy import make_policy
-from simpletasks.tasks.edge.simulate import run_all, simulate_once
+from simpletasks.tasks.edge.simulate import run_all, run_simulation, simulate_once
 from simpletasks.tasks.edge.synthetic import make_profile
 
 logger = logging.getLogger("benchmarks.edge_simulate")
@@ -50,10 +52,12 @@ PUBLISHED = ("splines-random", "splines-block")
 
 def s1_paper(seeds: int) -> dict:
     res = run_all(make_profile("paper"), bandwidth_mbps=1.90, cores=1, seeds=seeds)
+    add_variant(res, make_profile("paper"), NO_END_GAME, bandwidth_mbps=1.90, cores=1)
     pols = res["policies"]
     ours = {
         "upload-only": pols["upload-only"]["makespan"],
         "splines": pols["splines"]["makespan"],
+        NO_END_GAME: pols[NO_END_GAME]["makespan"],
         "splines-random (the paper's rule)": pols["splines-random"]["makespan"],
         "random": pols["random"]["makespan"],
         "offline": res["offline"]["makespan"],
@@ -70,14 +74,32 @@ def s1_paper(seeds: int) -> dict:
     }
 
 
-def s2_matrix(profile_seeds: int, seeds: int) -> dict:
+NO_END_GAME = "splines (no end game: the rule before 2026-12-02)"
+
+
+def add_variant(res: dict, profile, label: str, **common) -> None:
+    """Add ``splines`` with ``end_game=False`` to a :func:`run_all` result, as ``label``.
+
+    Measured in the same run, against the same upload-only and oracle makespans, so the
+    change of the rule shows as a before/after pair (``splines`` is deterministic).
+    """
+    one = run_simulation(profile, policy="splines", end_game=False, **common)
+    pols = res["policies"]
+    base = pols["upload-only"]["makespan"]
+    gain = base - pols["oracle"]["makespan"]
+    one["oracle_gain_fraction"] = (base - one["makespan"]) / gain if gain > 0 else None
+    pols[label] = one
+
+
+def s2_matrix(profile_seeds: int, seeds: int, first: int = 0) -> dict:
     rows = []
     for prof in ("paper", "heterogeneous"):
-        for ps in range(profile_seeds):
+        for ps in range(first, first + profile_seeds):
             profile = make_profile(prof, seed=ps)
             for cores in (1, 2):
                 for bw in (1.90, 3.125):
                     res = run_all(profile, bandwidth_mbps=bw, cores=cores, seeds=seeds)
+                    add_variant(res, profile, NO_END_GAME, bandwidth_mbps=bw, cores=cores)
                     fr = {k: v["oracle_gain_fraction"] for k, v in res["policies"].items()}
                     rows.append(
                         {
@@ -122,6 +144,7 @@ def s3_iid(profile_seeds: int, seeds: int) -> dict:
         for cores in (1, 2):
             for bw in (1.90, 3.125):
                 res = run_all(profile, bandwidth_mbps=bw, cores=cores, seeds=seeds)
+                add_variant(res, profile, NO_END_GAME, bandwidth_mbps=bw, cores=cores)
                 pols = res["policies"]
                 nat = pols["natural"]["makespan"]
                 rows.append(
@@ -138,11 +161,13 @@ def s3_iid(profile_seeds: int, seeds: int) -> dict:
                     }
                 )
     worst = max(r["makespan_over_natural"]["splines"] for r in rows)
+    worst_before = max(r["makespan_over_natural"][NO_END_GAME] for r in rows)
     content = [r["oracle_gain_fraction"]["content"] for r in rows]
     natural = [r["oracle_gain_fraction"]["natural"] for r in rows]
     return {
         "splines_over_natural_worst": worst,
         "target_splines_within_1pct_of_natural": worst <= 1.01,
+        "splines_no_end_game_over_natural_worst": worst_before,
         "content_oracle_gain_fraction": {
             "mean": round(statistics.mean(content), 4),
             "worst": round(min(content), 4),
@@ -154,6 +179,7 @@ def s3_iid(profile_seeds: int, seeds: int) -> dict:
 
 def s4_cpu_rich(seeds: int) -> dict:
     res = run_all(make_profile("paper"), bandwidth_mbps=1.90, cores=4, seeds=seeds)
+    add_variant(res, make_profile("paper"), NO_END_GAME, bandwidth_mbps=1.90, cores=4)
     off = res["offline"]["makespan"]
     ratios = {k: round(v["makespan"] / off, 4) for k, v in res["policies"].items()}
     # random uploads a uniformly random waiting file, raw ones included, so it cannot reach the
@@ -238,6 +264,13 @@ def main() -> None:
     parser.add_argument("--profile-seeds", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=3, help="policy seeds per run (mean)")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--s2-only", action="store_true", help="only the S2 smooth matrix")
+    parser.add_argument(
+        "--first-profile-seed",
+        type=int,
+        default=0,
+        help="S2 profile shapes first..first+profile-seeds-1 (check other shapes than 0..2)",
+    )
     parser.add_argument("--plots", type=Path, default=None, help="write PNGs into this folder")
     parser.add_argument("--output", default=None)
     parser.add_argument(
@@ -252,12 +285,22 @@ def main() -> None:
     if args.quick:
         args.profile_seeds, args.seeds = 1, 2
     start = time.perf_counter()
+    if args.s2_only:
+        result = {
+            "benchmark": "edge_simulate",
+            "command": " ".join(sys.argv),
+            "machine": machine_info(),
+            "S2_smooth": s2_matrix(args.profile_seeds, args.seeds, args.first_profile_seed),
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+        emit(result, args.output)
+        return
     result = {
         "benchmark": "edge_simulate",
         "command": " ".join(sys.argv),
         "machine": machine_info(),
         "S1_paper": s1_paper(max(args.seeds, 5)),
-        "S2_smooth": s2_matrix(args.profile_seeds, args.seeds),
+        "S2_smooth": s2_matrix(args.profile_seeds, args.seeds, args.first_profile_seed),
         "S3_iid": s3_iid(args.profile_seeds, args.seeds),
         "S4_cpu_rich": s4_cpu_rich(args.seeds),
     }
