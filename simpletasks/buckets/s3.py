@@ -195,37 +195,75 @@ class S3Bucket:
     def download(self, key: str, path: Path) -> None:
         """Download object ``key`` to ``path``, whole and verified.
 
+        An object up to the multipart threshold comes in one ranged ``GetObject`` (its size
+        and ETag from that answer); a larger one with a ``HeadObject`` then boto3's managed
+        (multipart, threaded) transfer.
+
         Raises:
             KeyNotFound: If the object (or the bucket) does not exist.
             IntegrityError: If the file's size or MD5 differs from the object's.
         """
         full = self._full(key)
-        head = self._head(key, full)
+        with atomic_path(Path(path)) as tmp:
+            head = self._get_small(key, full, tmp)
+            if head is None:
+                head = self._head(key, full)
+                try:
+                    self.client.download_file(
+                        self.bucket, full, str(tmp), Config=self.transfer_config
+                    )
+                except ClientError as exc:
+                    if _error_code(exc) in _NOT_FOUND:
+                        raise self._not_found(key, exc) from None
+                    raise
+            expected_size = self._verify(key, tmp, head)
+        logger.debug("downloaded %s/%s to %s (%d bytes)", self.url, key, path, expected_size)
+
+    def _get_small(self, key: str, full: str, tmp: Path) -> dict[str, Any] | None:
+        """Write the object to ``tmp`` with one ranged GET if it is below the multipart
+        threshold, and return its metadata; ``None`` (nothing written) if it is larger."""
+        limit = max(1, int(self.transfer_config.multipart_threshold))
+        try:
+            answer = self.client.get_object(
+                Bucket=self.bucket, Key=full, Range=f"bytes=0-{limit - 1}"
+            )
+        except ClientError as exc:
+            if _error_code(exc) in _NOT_FOUND:
+                raise self._not_found(key, exc) from None
+            if _error_code(exc) == "InvalidRange":  # an empty object: no byte 0
+                return None
+            raise
+        body = answer["Body"]
+        total = str(answer.get("ContentRange", "")).rpartition("/")[2]
+        size = int(total) if total.isdigit() else int(answer.get("ContentLength", 0))
+        if size > limit:
+            body.close()
+            return None
+        with open(tmp, "wb") as f:
+            for chunk in body.iter_chunks(1 << 20):
+                f.write(chunk)
+        return {**answer, "ContentLength": size}
+
+    def _verify(self, key: str, tmp: Path, head: dict[str, Any]) -> int:
+        """Check the downloaded file's size and (plain ETag) MD5; return the size."""
         expected_size = int(head["ContentLength"])
         etag = str(head.get("ETag", "")).strip('"').lower()
         encrypted = head.get("ServerSideEncryption", "").startswith("aws:kms") or bool(
             head.get("SSECustomerAlgorithm")
         )
-        with atomic_path(Path(path)) as tmp:
-            try:
-                self.client.download_file(self.bucket, full, str(tmp), Config=self.transfer_config)
-            except ClientError as exc:
-                if _error_code(exc) in _NOT_FOUND:
-                    raise self._not_found(key, exc) from None
-                raise
-            got_size = tmp.stat().st_size
-            if got_size != expected_size:
+        got_size = tmp.stat().st_size
+        if got_size != expected_size:
+            raise IntegrityError(
+                f"{self.url}: object {key!r} size mismatch: expected {expected_size} "
+                f"bytes, got {got_size}"
+            )
+        if _MD5_ETAG.match(etag) and not encrypted:
+            got_md5 = file_md5(tmp)
+            if got_md5 != etag:
                 raise IntegrityError(
-                    f"{self.url}: object {key!r} size mismatch: expected {expected_size} "
-                    f"bytes, got {got_size}"
+                    f"{self.url}: object {key!r} MD5 mismatch: expected {etag}, got {got_md5}"
                 )
-            if _MD5_ETAG.match(etag) and not encrypted:
-                got_md5 = file_md5(tmp)
-                if got_md5 != etag:
-                    raise IntegrityError(
-                        f"{self.url}: object {key!r} MD5 mismatch: expected {etag}, got {got_md5}"
-                    )
-        logger.debug("downloaded %s/%s to %s (%d bytes)", self.url, key, path, expected_size)
+        return expected_size
 
     def upload(self, path: Path, key: str) -> None:
         """Upload the local file ``path`` as object ``key`` (multipart when large)."""

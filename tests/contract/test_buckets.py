@@ -510,10 +510,36 @@ def test_s3_size_mismatch_raises_integrity_error(
     def lying_head(key: str, full: str) -> dict[str, Any]:
         return {**real_head(key, full), "ContentLength": 999}
 
-    monkeypatch.setattr(bucket, "_head", lying_head)
+    real_get = bucket._get_small  # type: ignore[attr-defined]
+
+    def lying_get(key: str, full: str, tmp: Path) -> dict[str, Any] | None:
+        head = real_get(key, full, tmp)
+        return None if head is None else {**head, "ContentLength": 999}
+
+    monkeypatch.setattr(bucket, "_head", lying_head)  # objects above the multipart threshold
+    monkeypatch.setattr(bucket, "_get_small", lying_get)  # the others: one ranged GET
     with pytest.raises(IntegrityError, match="'k' size mismatch: expected 999 bytes, got 7"):
         bucket.download("k", work / "out")
     assert os.listdir(work) == []
+
+
+@pytest.mark.parametrize("size", [0, 1, 1023, 1024, 1025, 5000])
+def test_s3_downloads_small_and_large_objects_whole(
+    moto_server: MotoServer, s3_client: Any, work: Path, size: int
+) -> None:
+    from boto3.s3.transfer import TransferConfig
+
+    from simpletasks.buckets.s3 import S3Bucket
+
+    config = TransferConfig(multipart_threshold=1024, multipart_chunksize=5 * 1024 * 1024)
+    bucket = S3Bucket(_unique("sizes"), client=s3_client, transfer_config=config, create=True)
+    data = os.urandom(size)
+    bucket.upload_fileobj(io.BytesIO(data), "obj")
+    bucket.download("obj", work / "obj")
+    assert (work / "obj").read_bytes() == data
+    with pytest.raises(KeyNotFound):
+        bucket.download("missing", work / "missing")
+    assert sorted(os.listdir(work)) == ["obj"]
 
 
 def test_s3_missing_bucket_is_a_clear_error(moto_server: MotoServer, s3_client: Any) -> None:
