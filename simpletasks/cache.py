@@ -35,8 +35,8 @@ import logging
 import os
 import shutil
 import stat
-import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -189,21 +189,29 @@ class FileSystemCache:
     def writing(self, key: str) -> Iterator[Path]:
         """Yield a temp path to write the entry for ``key`` into; commit it if the block succeeds.
 
-        The path does not exist yet; the block must create it as a regular file. It lives in
-        a private temp directory, so a writer may also put its own temp files next to it. If
-        the block raises, nothing is committed and the temp files are removed.
+        The path does not exist yet; the block must create it as a regular file. It is a
+        unique name in the cache's temp directory (no directory of its own: making and
+        removing one per entry costs more than writing a small object on some file systems);
+        a writer may put its own temp files next to it under names that start with the
+        path's name (as :func:`~simpletasks.buckets.file.atomic_path` does) and must remove
+        them. If the block raises, nothing is committed and the temp file is removed.
 
         Raises:
             InvalidKey: If ``key`` is unsafe or clashes with the cache's layout.
             FileNotFoundError: If the block did not create the file.
         """
         self.path(key)
-        tmp_dir = Path(tempfile.mkdtemp(prefix="w-", dir=self._tmp_dir))
+        tmp = self._tmp_dir / f"w-{uuid.uuid4().hex}"
         try:
-            yield tmp_dir / "data"
-            self._commit(key, tmp_dir / "data")
+            yield tmp
+            self._commit(key, tmp)
         finally:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
+            try:
+                os.unlink(tmp)  # not committed (the commit renamed it away)
+            except FileNotFoundError:
+                pass
+            except IsADirectoryError:  # a writer made a directory: refused by the commit
+                shutil.rmtree(tmp, ignore_errors=True)
 
     def put_bytes(self, key: str, data: bytes) -> Path:
         """Store ``data`` as the entry for ``key`` (atomically) and return its path.
@@ -372,7 +380,10 @@ class FileSystemCache:
         for tmp in self._tmp_dir.iterdir():
             with suppress(FileNotFoundError):
                 if os.lstat(tmp).st_mtime < cutoff:
-                    shutil.rmtree(tmp, ignore_errors=True)
+                    if tmp.is_dir() and not tmp.is_symlink():  # from an older version
+                        shutil.rmtree(tmp, ignore_errors=True)
+                    else:
+                        tmp.unlink()
         return removed
 
     def _unlink_entry(self, key: str) -> bool:
