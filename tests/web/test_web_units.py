@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from simpletasks.errors import ConfigError
+from simpletasks.urls import redact_url as _mask
 from simpletasks.web import PipelineConfig, load_pipelines
-from simpletasks.web.api import _mask
 from simpletasks.web.app import human_bytes, human_seconds
 from simpletasks.web.ratelimit import RateLimiter
 
