@@ -178,3 +178,17 @@ def test_splines_end_game_keeps_the_link_busy(small, cores):
     with_end_game, without = idle(), idle(end_game=False)
     assert with_end_game <= without + 1e-9
     assert with_end_game <= 0.1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("profile", [paper_profile, heterogeneous_profile])
+def test_end_game_gains_in_the_cpu_poorest_cell_and_reaches_offline_when_cpu_rich(profile):
+    rows = profile(seed=0)
+    res = run_all(rows, bandwidth_mbps=3.125, cores=1, policies=["splines"])
+    pols = res["policies"]
+    base, oracle = pols["upload-only"]["makespan"], pols["oracle"]["makespan"]
+    before = run_simulation(rows, bandwidth_mbps=3.125, cores=1, policy="splines", end_game=False)
+    assert pols["splines"]["makespan"] < before["makespan"]
+    assert (base - pols["splines"]["makespan"]) / (base - oracle) >= 0.975
+    rich = run_all(rows, bandwidth_mbps=1.90, cores=4, policies=["splines"])
+    assert rich["policies"]["splines"]["makespan"] <= rich["offline"]["makespan"] * 1.001
