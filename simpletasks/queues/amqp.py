@@ -13,9 +13,10 @@ pika logs in as guest/guest. :attr:`AMQPQueue.url` masks the password.
   follows what the caller holds and asks for: a ``receive(n)`` while ``h`` messages are
   leased here wants ``h + n`` (the daemon's concurrency plus its prefetch); when that is
   more than the window, another consumer is added for the difference plus 25% (at most
-  :data:`MAX_WINDOW` in all), since RabbitMQ fixes a consumer's prefetch when it starts. ``receive`` takes from the buffer without a round trip; when the buffer is
-  empty it tries one ``basic.get`` (so an empty receive still means an empty queue) and
-  polls again after a pause outside the lock (1 ms doubling to 50 ms).
+  :data:`MAX_WINDOW` in all), since RabbitMQ fixes a consumer's prefetch when it starts.
+  ``receive`` takes from the buffer without a round trip; when the buffer is empty it
+  tries one ``basic.get`` (so an empty receive still means an empty queue) and polls again
+  after a pause outside the lock (1 ms doubling to 50 ms).
   Buffered messages are not leased yet; they count as visible, and at ``close`` they are
   handed back *uncounted* (a crash returns them through the broker, counted).
 * **Leases.** A received message stays unacked on our channel, with its lease deadline
@@ -570,9 +571,16 @@ class AMQPQueue:
         """Return the broker's ready count (plus our buffered deliveries) and our leases."""
 
         def count(channel: Any) -> QueueCounts:
+            assert self._connection is not None
+            before = len(self._buffer)
             ready = channel.queue_declare(self.name, passive=True).method.message_count
-            assert self._connection is not None  # take in deliveries sent before the answer
-            self._connection.process_data_events(0)
+            self._connection.process_data_events(0)  # deliveries sent before the answer
+            if self._buffer or len(self._buffer) != before:
+                # A quorum queue answers from a replica's state, which may lag a delivery
+                # just made to us (counted twice): ask again once it has surely caught up.
+                self._connection.process_data_events(0.005)
+                ready = channel.queue_declare(self.name, passive=True).method.message_count
+                self._connection.process_data_events(0)
             waiting = int(ready) + len(self._buffer)  # buffered here: not leased yet
             return QueueCounts(visible=waiting, in_flight=len(self._leases))
 
