@@ -134,7 +134,8 @@ def make_cluster(backend: str, workdir: Path, moto: MotoServer | None = None) ->
         moto = None
     elif backend == "file":
         urls = {name: f"file://{workdir}/{name}" for name in ("tasks", "errors", "done", "bucket")}
-        (workdir / "bucket").mkdir(exist_ok=True)
+        for name in ("tasks", "errors", "done", "bucket"):  # file:// is not created on open
+            (workdir / name).mkdir(exist_ok=True)
         moto = None
     else:
         if moto is None:
