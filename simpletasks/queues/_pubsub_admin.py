@@ -72,6 +72,16 @@ def parse_url(url: str) -> tuple[str, str, str | None]:
     return project, subscription, topic and _check_name("topic", topic, url)
 
 
+#: gRPC options of an emulator channel: keepalive pings (as the library's own channels to
+#: Pub/Sub have), so a connection that went silent (half-open, a stalled network) is noticed
+#: and replaced instead of failing every call on it until the process restarts.
+EMULATOR_CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+
+
 def make_clients(emulator_host: str | None = None) -> tuple[Any, Any]:
     """Return a ``(SubscriberClient, PublisherClient)`` pair (see :func:`make_client`)."""
     return make_client("subscriber", emulator_host), make_client("publisher", emulator_host)
@@ -98,7 +108,7 @@ def make_client(kind: str, emulator_host: str | None = None) -> Any:
         from google.pubsub_v1.services.subscriber.transports.grpc import SubscriberGrpcTransport
 
         transport = SubscriberGrpcTransport if kind == "subscriber" else PublisherGrpcTransport
-        channel = grpc.insecure_channel(emulator_host)
+        channel = grpc.insecure_channel(emulator_host, options=EMULATOR_CHANNEL_OPTIONS)
         kwargs["transport"] = transport(host=emulator_host, channel=channel)
     try:
         if kind == "subscriber":

@@ -56,7 +56,9 @@ ACK_CHUNK = 500  # ack ids per Acknowledge/ModifyAckDeadline request (512 KB req
 QUICK_PULL_SECONDS = 0.3  # deadline of the one pull of receive(wait_seconds=0)
 EMPTY_PULL_PAUSE = 0.1  # pause after an early empty pull, before pulling again
 PUBLISH_TIMEOUT_SECONDS = 120.0  # longest wait for publishes to be confirmed
-SETTLE_TIMEOUT_SECONDS = 60.0  # one Acknowledge/ModifyAckDeadline request (the client's default)
+#: Longest wait for one Acknowledge/ModifyAckDeadline request of ours (they answer in
+#: milliseconds; a dead endpoint must not hold a daemon's stop or heartbeat up for long).
+SETTLE_TIMEOUT_SECONDS = 4.0
 TRACKED_ATTEMPTS = 100_000  # messages whose attempts we count ourselves, most recent kept
 DEAD_LETTER_ATTEMPTS = 100
 
