@@ -122,6 +122,7 @@ class PubSubQueue:
         self.subscription_path = f"projects/{project}/subscriptions/{subscription}"
         self._owns = (subscriber is None, publisher is None)
         self._closed = False
+        self._silent_until = 0.0  # settle requests fail fast until then (a timed-out one)
         self._lock = threading.Lock()
         self._attempts: OrderedDict[str, int] = OrderedDict()
         self._subscriber: Any = None
@@ -264,6 +265,7 @@ class PubSubQueue:
         for start in range(0, len(ack_ids), size):
             chunk = ack_ids[start : start + size]
             try:
+                self._check_answering()
                 if self._raw is not None:
                     if action == "ack":
                         self._raw.acknowledge(self.subscription_path, chunk, SETTLE_TIMEOUT_SECONDS)
@@ -280,11 +282,26 @@ class PubSubQueue:
                         ack_deadline_seconds=seconds,
                     )
             except gexc.GoogleAPICallError as exc:
+                if isinstance(exc, gexc.DeadlineExceeded):
+                    self._silent_until = time.monotonic() + SETTLE_TIMEOUT_SECONDS
                 if len(ack_ids) <= size:  # one request: its own error says it best
                     raise
                 failures += [(start + i, type(exc).__name__, str(exc)) for i in range(len(chunk))]
         verb = "acknowledged in" if action == "ack" else "modified in"
         _common.raise_failures(self.url, verb, failures, len(ack_ids))
+
+    def _check_answering(self) -> None:
+        """Fail fast for :data:`SETTLE_TIMEOUT_SECONDS` after a settle request timed out.
+
+        A dead endpoint would otherwise cost every later request its full timeout: a daemon
+        releasing 100 buffered messages one by one at SIGTERM would wait 100 timeouts. The
+        leases are lost either way; Pub/Sub delivers those messages again when they end.
+        """
+        if time.monotonic() < self._silent_until:
+            raise gexc.ServiceUnavailable(
+                f"{self.url}: Pub/Sub did not answer a request within "
+                f"{SETTLE_TIMEOUT_SECONDS:g} s just before; not tried"
+            )
 
     def ack(self, message: Message) -> None:
         """Acknowledge (delete) a received message."""

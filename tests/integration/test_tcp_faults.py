@@ -104,6 +104,42 @@ def test_chaos_with_half_open_connections_on_rabbitmq_loses_nothing(
     assert outcome.problems == [], outcome.summary()
 
 
+@pytest.mark.parametrize("fault", ["blackhole", "half_open"])
+def test_stop_with_a_dead_pubsub_endpoint_takes_grace_plus_5s_at_most(
+    pubsub_emulator: Any, tmp_path: Path, fault: str
+) -> None:
+    name = f"tcpdead-{uuid.uuid4().hex[:10]}"
+    url = f"pubsub://{pubsub_emulator.project}/{name}"
+    log = tmp_path / "log"
+    direct = open_queue(url, create=True, emulator_host=pubsub_emulator.host_port)
+    bodies = [TaskMessage(BasicInfo(i, NapTask.name, ""), {"seconds": 0.3, "log": str(log)})
+              for i in range(60)]  # fmt: skip
+    direct.send_batch([b.to_json() for b in bodies])
+    with TCPFaultProxy((pubsub_emulator.host, pubsub_emulator.port)) as proxy:
+        queue = open_queue(url, emulator_host=proxy.address)
+        registry = TaskRegistry()
+        registry.register(NapTask)
+        settings = DaemonSettings(concurrency=2, grace_seconds=GRACE, wait_seconds=1)
+        daemon = DaemonService(queue=queue, registry=registry, settings=settings)
+        thread = threading.Thread(target=daemon.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while (not log.exists() or len(log.read_text().splitlines()) < 4) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+        getattr(proxy, fault)()
+        stopped = time.monotonic()
+        daemon.stop()  # what SIGTERM does
+        thread.join(GRACE + 30)
+        took = time.monotonic() - stopped
+        assert not thread.is_alive()
+        assert took <= GRACE + 5, f"stop took {took:.1f} s"
+        queue.close()
+    direct.delete(topic=True)  # type: ignore[attr-defined]
+    direct.close()
+
+
 @pytest.mark.slow
 def test_chaos_on_the_pubsub_emulator_loses_nothing(pubsub_emulator: Any, tmp_path: Path) -> None:
     outcome = run_tcp_chaos(
