@@ -135,6 +135,30 @@ def _library_error(exc: BaseException) -> bool:
     return module.split(".")[0] in _LIBRARY_MODULES
 
 
+#: Optional packages → the extra that installs them (for a one-line hint when one is missing).
+_EXTRAS = {
+    "numpy": "tiering",
+    "PIL": "tiering",
+    "scipy": "edge",
+    "tifffile": "tiering",
+    "sqlalchemy": "tiering",
+    "psycopg": "tiering",
+    "yaml": "tiering",
+    "matplotlib": "tiering",
+    "flask": "web",
+    "waitress": "web",
+    "itsdangerous": "web",
+    "prometheus_client": "metrics",
+    "boto3": "aws",
+    "botocore": "aws",
+    "moto": "local",
+    "google": "gcp",
+    "pika": "amqp",
+}
+#: Commands whose optional packages all come from one extra.
+_COMMAND_EXTRAS = {"edge": "edge", "tier": "tiering", "serve": "web", "fleet": "metrics"}
+
+
 class Group(click.Group):
     """A click group whose commands fail with one line, never a traceback, on a known error."""
 
@@ -151,6 +175,16 @@ class Group(click.Group):
             raise
         except SimpleTasksError as exc:
             raise click.ClickException(redact(str(exc) or type(exc).__name__)) from None
+        except ModuleNotFoundError as exc:
+            package = (exc.name or "").partition(".")[0]
+            extra = _EXTRAS.get(package)
+            if extra is None:
+                raise
+            extra = _COMMAND_EXTRAS.get(ctx.invoked_subcommand or "", extra)
+            raise click.ClickException(
+                f"this command needs the Python package {package!r}, which is not installed: "
+                f"pip install 'simpletasks[{extra}]'"
+            ) from None
         except Exception as exc:
             if not _library_error(exc):
                 raise

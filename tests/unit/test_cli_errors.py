@@ -3,6 +3,8 @@ status (2 for wrong usage, 1 otherwise), never a traceback. Each test makes the 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +44,19 @@ def one_line_error(result: Any, code: int, *expected: str) -> str:
 
 
 def run_args(urls: dict[str, str], *extra: str) -> list[str]:
-    return ["run", "--queue", urls["queue"], "--error-queue", urls["errors"], "--bucket",
-            urls["bucket"], "--burst", "--wait", "0", *extra]  # fmt: skip
+    return [
+        "run",
+        "--queue",
+        urls["queue"],
+        "--error-queue",
+        urls["errors"],
+        "--bucket",
+        urls["bucket"],
+        "--burst",
+        "--wait",
+        "0",
+        *extra,
+    ]
 
 
 # ---- the tutorial's --task: the current directory, and modules that fail on import
@@ -184,8 +197,13 @@ def test_no_aws_credentials(urls: dict[str, str], moto_server: Any) -> None:
 
 def test_aws_endpoint_down(urls: dict[str, str]) -> None:
     pytest.importorskip("boto3")
-    env = {**NO_AWS, "AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b",
-           "AWS_ENDPOINT_URL": "http://127.0.0.1:1", "AWS_MAX_ATTEMPTS": "1"}  # fmt: skip
+    env = {
+        **NO_AWS,
+        "AWS_ACCESS_KEY_ID": "a",
+        "AWS_SECRET_ACCESS_KEY": "b",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:1",
+        "AWS_MAX_ATTEMPTS": "1",
+    }
     result = invoke("status", "sqs://my-tasks", env=env)
     one_line_error(result, 1, "127.0.0.1:1")
 
@@ -330,8 +348,38 @@ def test_amqp_password_masked_in_logs_too() -> None:
     url = "amqp://user:s3cret-pw@127.0.0.1:1/%2F?queue=x"
     proc = subprocess.run(
         [sys.executable, "-m", "simpletasks", "--log-level", "debug", "status", url],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 1
     assert "s3cret-pw" not in proc.stdout + proc.stderr
     assert proc.stderr.count("Error: ") == 1 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "module", "extra"),
+    [
+        (["tier", "demo"], "numpy", "tiering"),
+        (["serve"], "sqlalchemy", "web"),
+        (["local", "--tiering", "x"], "numpy", "tiering"),
+    ],
+)
+def test_a_missing_optional_package_names_its_extra(
+    argv: list[str], module: str, extra: str, tmp_path: Path
+) -> None:
+    """On an install without the extra, one line says what to pip install (no traceback)."""
+    code = (
+        "import sys\n"
+        f"sys.modules[{module!r}] = None  # as if it were not installed\n"
+        "from simpletasks.cli import main\n"
+        f"main({argv!r})\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"Error: this command needs the Python package {module!r}, which is not installed: "
+        f"pip install 'simpletasks[{extra}]'"
+    ]
