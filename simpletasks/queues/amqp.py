@@ -530,10 +530,12 @@ class AMQPQueue:
         self._publish([self._check_size(_checks.check_body(body), "body")])
 
     def send_batch(self, bodies: Sequence[str]) -> None:
-        """Enqueue many messages, each confirmed; every body is checked before any is sent.
+        """Enqueue many messages, confirmed once per 100; every body is checked before any is sent.
 
         Raises:
-            PublishError: As :meth:`send`; its ``sent`` tells how many went through, in order.
+            PublishError: As :meth:`send`. Its ``sent`` bodies (the first ones) went through;
+                the chunk of 100 the failed one was in was published whole, so later bodies
+                of that chunk may have been stored too; no later chunk was sent.
         """
         checked = _checks.check_bodies(bodies)
         self._publish([self._check_size(body, f"bodies[{i}]") for i, body in enumerate(checked)])
