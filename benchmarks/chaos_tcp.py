@@ -26,7 +26,7 @@ from _common import emit, machine_info, setup_logging, versions
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from tcpchaos import run_tcp_chaos  # noqa: E402
+from tcpchaos import run_tcp_chaos
 
 
 def main(argv: list[str] | None = None) -> int:
