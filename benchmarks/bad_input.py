@@ -58,7 +58,7 @@ from simpletasks.tasks.noop import NoOpTask
 logger = logging.getLogger("benchmarks.bad_input")
 
 SETTINGS = DaemonSettings(
-    concurrency=2, wait_seconds=0.02, idle_max_seconds=0.02, retry_delay_seconds=0,
+    concurrency=2, wait_seconds=0.02, poll_frequency_seconds=0.02, retry_delay_seconds=0,
     max_attempts=2, burst=True,
 )  # fmt: skip
 N_INPUTS = 4

@@ -66,7 +66,7 @@ def daemon(concurrency: int, registry: TaskRegistry) -> Callable[[QueueService, 
             burst=True,
             max_tasks=n,
             wait_seconds=0.1,
-            idle_max_seconds=0.1,
+            poll_frequency_seconds=0.1,
         )
         stats = DaemonService(queue=queue, registry=registry, settings=settings).run()
         verify(stats.succeeded == n, f"daemon c{concurrency}: {stats}")

@@ -184,7 +184,7 @@ def run_daemon(
         concurrency=concurrency,
         lease_seconds=LEASE_SECONDS,
         wait_seconds=env.wait_seconds,
-        idle_max_seconds=0.5,
+        poll_frequency_seconds=0.5,
         burst=True,
         max_tasks=None if until_drained else n,
     )

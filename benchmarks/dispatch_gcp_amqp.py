@@ -82,7 +82,7 @@ def run_daemon(
         concurrency=concurrency,
         lease_seconds=LEASE_SECONDS,
         wait_seconds=bench.wait,
-        idle_max_seconds=0.5,
+        poll_frequency_seconds=0.5,
         burst=True,
         max_tasks=None if drained else n,
     )

@@ -47,7 +47,9 @@ def one_run(tasks: int, metered: bool, round_: int) -> float:
         queue=queue,
         registry=registry,
         error_queue=open_queue("mem://bench-errors"),
-        settings=DaemonSettings(concurrency=4, burst=True, wait_seconds=0, idle_max_seconds=0.01),
+        settings=DaemonSettings(
+            concurrency=4, burst=True, wait_seconds=0, poll_frequency_seconds=0.01
+        ),
         **kwargs,
     )
     started = time.perf_counter()

@@ -117,7 +117,7 @@ def one_run(stack: str, workers: int, images: list[bytes], tmp: Path, moto: Any)
         opener=opener,
         steps=steps,
         settings=DaemonSettings(
-            concurrency=workers, wait_seconds=0.5, idle_max_seconds=0.2, burst=True
+            concurrency=workers, wait_seconds=0.5, poll_frequency_seconds=0.2, burst=True
         ),
     )
     bare = bare_loop(images, tmp)  # the comparison, right after, under the same load

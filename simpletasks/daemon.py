@@ -301,7 +301,7 @@ class DaemonService:
                     wait = s.wait_seconds
             if self.capabilities.ordered and wait > 0:
                 continue  # its receive blocked until work or a wake(): no back-off to miss one
-            idle_delay = min(max(0.05, idle_delay * 2), s.idle_max_seconds)
+            idle_delay = min(max(0.05, idle_delay * 2), s.poll_frequency_seconds)
             self._stopping.wait(idle_delay * random.uniform(0.75, 1.0))
 
     def _wait_for_room(self) -> int:

@@ -156,7 +156,7 @@ def run_local(
             error_queue=errors_q,
             done_queue=done_q,
             settings=DaemonSettings(
-                concurrency=concurrency, wait_seconds=1, burst=True, idle_max_seconds=0.5
+                concurrency=concurrency, wait_seconds=1, burst=True, poll_frequency_seconds=0.5
             ),
         )
         started = time.monotonic()

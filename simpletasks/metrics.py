@@ -188,7 +188,7 @@ class DaemonHealth:
         """
         s = getattr(daemon, "settings", None)
         if s is not None:
-            idle = s.wait_seconds + s.idle_max_seconds
+            idle = s.wait_seconds + s.poll_frequency_seconds
             self.stale_seconds = 2 * max(idle, s.lease_seconds / 3) + 10.0
 
     def live(self, now: float) -> tuple[bool, str]:

@@ -16,7 +16,8 @@ class DaemonSettings:
         lease_seconds: Lease (visibility timeout / ack deadline) asked for on receive and
             renewed by the heartbeat every third of it while a task runs.
         wait_seconds: Long-poll wait of one receive call (SQS caps it at 20).
-        idle_max_seconds: Cap of the back-off between receives while the queue is empty.
+        poll_frequency_seconds: Cap of the back-off between receives while the queue is
+            empty (`run --poll-frequency`, SimpleTasks.jl's poll frequency).
         max_attempts: Deliveries of a message before it is reported as final and dropped;
             ``None`` retries without limit (a permanent failure is still final at once).
         retry_delay_seconds: Delay before a failed task is delivered again; doubles with
@@ -34,7 +35,7 @@ class DaemonSettings:
     concurrency: int = 1
     lease_seconds: float = 60.0
     wait_seconds: float = 10.0
-    idle_max_seconds: float = 10.0
+    poll_frequency_seconds: float = 10.0
     max_attempts: int | None = 5
     retry_delay_seconds: float = 1.0
     retry_delay_max_seconds: float = 300.0
@@ -48,7 +49,7 @@ class DaemonSettings:
             (self.concurrency >= 1, "concurrency must be >= 1"),
             (self.lease_seconds >= 1, "lease_seconds must be >= 1"),
             (0 <= self.wait_seconds <= 20, "wait_seconds must be between 0 and 20"),
-            (self.idle_max_seconds >= 0, "idle_max_seconds must be >= 0"),
+            (self.poll_frequency_seconds >= 0, "poll_frequency_seconds must be >= 0"),
             (self.max_attempts is None or self.max_attempts >= 1, "max_attempts must be >= 1"),
             (self.retry_delay_seconds >= 0, "retry_delay_seconds must be >= 0"),
             (self.grace_seconds >= 0, "grace_seconds must be >= 0"),

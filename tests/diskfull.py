@@ -207,7 +207,7 @@ def run_disk_full(
         settings=DaemonSettings(
             concurrency=1,  # one task at a time: the free space is not shared
             wait_seconds=0.05,
-            idle_max_seconds=0.05,
+            poll_frequency_seconds=0.05,
             retry_delay_seconds=0.1,
             max_attempts=max_attempts,
             burst=True,

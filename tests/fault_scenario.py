@@ -190,7 +190,7 @@ def run_noop_with_faults(
                 concurrency=concurrency,
                 lease_seconds=lease_seconds,
                 wait_seconds=1,
-                idle_max_seconds=0.2,
+                poll_frequency_seconds=0.2,
                 max_attempts=max_attempts,
                 retry_delay_seconds=retry_delay_seconds,
                 burst=True,

@@ -17,6 +17,8 @@ def test_ruff_is_clean() -> None:
         pytest.skip("ruff not installed (pip install -e '.[dev]')")
     proc = subprocess.run(
         [ruff, "check", "simpletasks", "tasks", "tests", "benchmarks", "scripts"],
-        cwd=ROOT, capture_output=True, text=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -192,7 +192,7 @@ def build_datasource(
 )
 @click.option(
     "--poll-frequency",
-    "idle_max",
+    "poll_frequency",
     default=10.0,
     show_default=True,
     type=click.FloatRange(min=0),
@@ -343,7 +343,7 @@ def run(
     cache_max_bytes: int | None,
     task_paths: tuple[str, ...],
     concurrency: int,
-    idle_max: float,
+    poll_frequency: float,
     wait_seconds: float,
     lease_seconds: float,
     max_attempts: int,
@@ -378,7 +378,7 @@ def run(
             done_url = found.get("done_url", done_url)
             bucket_url = found.get("bucket_url", bucket_url)
             cache_dir = found.get("cache_dir", cache_dir)
-            idle_max = found.get("idle_max", idle_max)
+            poll_frequency = found.get("poll_frequency", poll_frequency)
             concurrency = found.get("concurrency", concurrency)
             task_paths = found.get("task_paths", task_paths)
         require(
@@ -392,7 +392,7 @@ def run(
             concurrency=concurrency,
             lease_seconds=lease_seconds,
             wait_seconds=wait_seconds,
-            idle_max_seconds=idle_max,
+            poll_frequency_seconds=poll_frequency,
             max_attempts=max_attempts,
             retry_delay_seconds=retry_delay,
             grace_seconds=grace_seconds,

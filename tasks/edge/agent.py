@@ -156,7 +156,7 @@ def _lane_settings(concurrency: int, grace: float) -> DaemonSettings:
         concurrency=concurrency,
         lease_seconds=60.0,
         wait_seconds=1.0,  # a receive blocks on the queue and is woken by new work
-        idle_max_seconds=0.0,
+        poll_frequency_seconds=0.0,
         max_attempts=None,  # never drop a file; uploads retry inside the task anyway
         retry_delay_seconds=1.0,
         retry_delay_max_seconds=30.0,

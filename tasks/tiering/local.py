@@ -80,7 +80,7 @@ def run_workers(
         or DaemonSettings(
             concurrency=concurrency,
             wait_seconds=0.2,
-            idle_max_seconds=0.2,
+            poll_frequency_seconds=0.2,
             burst=True,
             retry_delay_seconds=0.1,
             max_attempts=3,

@@ -410,7 +410,7 @@ def test_daemon_runs_tasks_from_rabbitmq(
             concurrency=2,
             lease_seconds=2,
             wait_seconds=0.1,
-            idle_max_seconds=0.1,
+            poll_frequency_seconds=0.1,
             retry_delay_seconds=0.3,
             burst=True,
         ),

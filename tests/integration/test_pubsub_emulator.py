@@ -388,7 +388,7 @@ def test_daemon_runs_the_noop_job_on_pubsub_until_drained(
         error_queue=errors_q,
         done_queue=done_q,
         settings=DaemonSettings(
-            concurrency=2, wait_seconds=1, burst=True, idle_max_seconds=0.2, lease_seconds=30
+            concurrency=2, wait_seconds=1, burst=True, poll_frequency_seconds=0.2, lease_seconds=30
         ),
     )
     stats = daemon.run()

@@ -83,7 +83,7 @@ def _settings(**kw: Any) -> DaemonSettings:
     base = dict(
         concurrency=2,
         wait_seconds=0.2,
-        idle_max_seconds=0.2,
+        poll_frequency_seconds=0.2,
         burst=True,
         retry_delay_seconds=0.05,
         max_attempts=3,

@@ -66,7 +66,7 @@ def daemon(tmp_path: Path, name: str, **settings: object) -> DaemonService:
         registry=registry,
         datasource=ds,
         error_queue=open_queue("mem://errors"),
-        settings=DaemonSettings(wait_seconds=0.05, idle_max_seconds=0.05, **settings),  # type: ignore[arg-type]
+        settings=DaemonSettings(wait_seconds=0.05, poll_frequency_seconds=0.05, **settings),  # type: ignore[arg-type]
         name=name,
     )
 

@@ -26,7 +26,7 @@ from simpletasks.registry import TaskRegistry
 from simpletasks.settings import DaemonSettings
 from simpletasks.tasks.noop import NoOpTask, make_example_job
 
-FAST = dict(wait_seconds=0.05, idle_max_seconds=0.05, retry_delay_seconds=0, burst=True)
+FAST = dict(wait_seconds=0.05, poll_frequency_seconds=0.05, retry_delay_seconds=0, burst=True)
 
 
 @pytest.fixture(autouse=True)
@@ -401,7 +401,9 @@ def test_stop_on_an_idle_daemon_returns_within_a_second(
     tmp_path: Path, registry: TaskRegistry
 ) -> None:
     """Ctrl-C while the loop sits in a long poll: no wait for the poll to end."""
-    daemon = make_daemon(tmp_path, registry, burst=False, wait_seconds=10, idle_max_seconds=10)
+    daemon = make_daemon(
+        tmp_path, registry, burst=False, wait_seconds=10, poll_frequency_seconds=10
+    )
     thread = threading.Thread(target=daemon.run)
     thread.start()
     time.sleep(0.3)  # the loop is inside a 10 s receive

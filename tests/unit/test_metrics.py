@@ -94,7 +94,7 @@ def make_daemon(tmp_path: Path, metrics: Metrics, name: str, **settings: Any) ->
         datasource=BucketCacheDatasource(bucket, cache),
         error_queue=open_queue(f"file://{tmp_path}/errors"),
         settings=DaemonSettings(
-            wait_seconds=0.1, idle_max_seconds=0.1, retry_delay_seconds=0, **settings
+            wait_seconds=0.1, poll_frequency_seconds=0.1, retry_delay_seconds=0, **settings
         ),
         middleware=[metered],
         name=name,
@@ -240,7 +240,7 @@ def test_readyz_fails_while_the_queue_fails_and_healthz_after_stop(queues: Path)
         queue=metered.queue(BrokenQueue(open_queue(f"file://{queues}/tasks"))),
         registry=registry,
         error_queue=open_queue(f"file://{queues}/errors"),
-        settings=DaemonSettings(wait_seconds=0.1, idle_max_seconds=0.1),
+        settings=DaemonSettings(wait_seconds=0.1, poll_frequency_seconds=0.1),
         middleware=[metered],
         name="w",
     )

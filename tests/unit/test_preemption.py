@@ -136,7 +136,7 @@ def test_a_spot_notice_stops_the_daemon_and_releases_running_work_before_the_end
         datasource=BucketCacheDatasource(open_bucket("mem://b"), FileSystemCache(tmp_path / "c")),
         error_queue=open_queue("mem://errors"),
         # a grace longer than the notice leaves: the release must come from the notice
-        settings=DaemonSettings(wait_seconds=0.05, idle_max_seconds=0.05, grace_seconds=60),
+        settings=DaemonSettings(wait_seconds=0.05, poll_frequency_seconds=0.05, grace_seconds=60),
     )
     watcher = watch("ec2", [daemon], endpoint=server.endpoint, interval=0.05, margin=1.0)
     thread = threading.Thread(target=daemon.run)

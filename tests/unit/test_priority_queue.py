@@ -139,7 +139,7 @@ def test_a_daemon_on_an_ordered_queue_buffers_nothing() -> None:
     registry.register(Record)
     q = PriorityQueue(chooser=Newest())
     q.send_batch([_msg(i) for i in range(1, 4)])
-    settings = DaemonSettings(wait_seconds=0.05, idle_max_seconds=0.05, burst=True)
+    settings = DaemonSettings(wait_seconds=0.05, poll_frequency_seconds=0.05, burst=True)
     daemon = DaemonService(queue=q, registry=registry, settings=settings, name="cpu")
     thread = threading.Thread(target=daemon.run)
     thread.start()
@@ -157,7 +157,7 @@ def test_supervisor_runs_two_named_daemons_and_stops_both() -> None:
     registry = TaskRegistry()
     registry.register(Record)
     q = PriorityQueue()
-    settings = DaemonSettings(wait_seconds=0.05, idle_max_seconds=0.05)
+    settings = DaemonSettings(wait_seconds=0.05, poll_frequency_seconds=0.05)
     lanes = [
         DaemonService(
             queue=q.view(Only('{"basic_info": {"id": 1')),
@@ -210,7 +210,7 @@ def test_discard_removes_only_waiting_messages() -> None:
 def test_supervisor_calls_stop_callbacks_once_before_the_daemons() -> None:
     registry = TaskRegistry()
     registry.register(Record)
-    settings = DaemonSettings(wait_seconds=0.05, idle_max_seconds=0.05)
+    settings = DaemonSettings(wait_seconds=0.05, poll_frequency_seconds=0.05)
     calls: list[str] = []
     d = DaemonService(queue=PriorityQueue(), registry=registry, settings=settings, name="x")
     supervisor = Supervisor([d], on_stop=[lambda: calls.append("watcher stopped"), _boom])
@@ -242,7 +242,7 @@ def test_unlimited_attempts_retry_until_success() -> None:
     q.send(TaskMessage(BasicInfo(1, "FLAKY", "")).to_json())
     settings = DaemonSettings(
         wait_seconds=0.05,
-        idle_max_seconds=0.05,
+        poll_frequency_seconds=0.05,
         burst=True,
         max_attempts=None,
         retry_delay_seconds=0,

@@ -23,7 +23,7 @@ from simpletasks.reports import parse_report
 from simpletasks.settings import DaemonSettings
 from simpletasks.task import DaemonTask, Result
 
-FAST = dict(wait_seconds=0.05, idle_max_seconds=0.05, retry_delay_seconds=0, burst=True)
+FAST = dict(wait_seconds=0.05, poll_frequency_seconds=0.05, retry_delay_seconds=0, burst=True)
 SEEN: list[dict[str, Any]] = []  # what the tasks below saw, in order
 
 

@@ -105,7 +105,7 @@ class WebEnv:
         defaults: dict[str, Any] = dict(
             burst=True,
             wait_seconds=0.0,
-            idle_max_seconds=0.05,
+            poll_frequency_seconds=0.05,
             retry_delay_seconds=0.0,
             max_attempts=2,
             grace_seconds=5.0,

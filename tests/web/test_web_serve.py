@@ -138,7 +138,7 @@ def test_client_against_the_served_api(service: Any):
         datasource=BucketCacheDatasource(bucket, FileSystemCache(tmp / "cache")),
         error_queue=open_queue(f"file://{tmp}/errors"),
         done_queue=open_queue(f"file://{tmp}/done"),
-        settings=DaemonSettings(burst=True, wait_seconds=0, idle_max_seconds=0.05),
+        settings=DaemonSettings(burst=True, wait_seconds=0, poll_frequency_seconds=0.05),
         skip=JobCancellations(bucket),
     ).run()
     status = api.wait(job["id"], timeout=30, poll=0.2)  # the served consumer applies reports
