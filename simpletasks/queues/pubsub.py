@@ -236,6 +236,7 @@ class PubSubQueue:
             body,
             received.delivery_attempt or self._count_attempt(message_id),
             _Ack(self.subscription_path, received.ack_id),
+            _sent_at(pubsub_message.publish_time),
         )
 
     def _count_attempt(self, message_id: str) -> int:
@@ -444,3 +445,11 @@ class PubSubQueue:
 
 def _lease(lease_seconds: float) -> int:
     return _common.whole_seconds(lease_seconds, MAX_LEASE_SECONDS, "Pub/Sub")
+
+
+def _sent_at(published: Any) -> float | None:
+    """Unix time of a message's ``publish_time`` (a protobuf Timestamp or a datetime)."""
+    if hasattr(published, "seconds"):  # the raw protobuf
+        return published.seconds + published.nanos / 1e9 if published.seconds else None
+    timestamp = getattr(published, "timestamp", None)
+    return timestamp() if callable(timestamp) else None

@@ -155,7 +155,7 @@ class SQSQueue:
             MaxNumberOfMessages=min(MAX_BATCH, max_messages),
             WaitTimeSeconds=min(MAX_WAIT_SECONDS, math.ceil(wait_seconds)),
             VisibilityTimeout=_lease(lease_seconds),
-            MessageSystemAttributeNames=["ApproximateReceiveCount"],
+            MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
         )
         return [
             Message(
@@ -163,6 +163,7 @@ class SQSQueue:
                 body=m["Body"],
                 attempt=int(m.get("Attributes", {}).get("ApproximateReceiveCount", 1)),
                 handle=_Receipt(self.queue_url, m["ReceiptHandle"]),
+                sent_at=_sent_at(m.get("Attributes", {})),
             )
             for m in response.get("Messages", [])
         ]
@@ -388,3 +389,9 @@ def create_queue(name: str, **kwargs: Any) -> SQSQueue:
 
 def _lease(lease_seconds: float) -> int:
     return _common.whole_seconds(lease_seconds, MAX_LEASE_SECONDS, "SQS")
+
+
+def _sent_at(attributes: dict[str, str]) -> float | None:
+    """Unix time from SQS's ``SentTimestamp`` attribute (milliseconds), if present."""
+    millis = attributes.get("SentTimestamp")
+    return int(millis) / 1000 if millis and millis.isdigit() else None

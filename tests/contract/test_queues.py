@@ -166,6 +166,19 @@ def test_send_receive_round_trip(queue: QueueService) -> None:
     queue.ack(message)
 
 
+def test_messages_tell_when_they_were_sent(queue: QueueService, backend: str) -> None:
+    """``sent_at`` (the metrics' message age) where the backend knows it; AMQP does not."""
+    before = time.time()
+    queue.send("x")
+    [message] = queue.receive(wait_seconds=2)
+    queue.ack(message)
+    if backend == "amqp":
+        assert message.sent_at is None
+        return
+    assert message.sent_at is not None
+    assert before - 2 <= message.sent_at <= time.time() + 2  # emulator clocks: same machine
+
+
 def test_reopening_the_url_reaches_the_same_queue(queue: QueueService, spec: tuple) -> None:
     url, kwargs = spec
     if isinstance(queue, PriorityQueue):  # its equivalent of reopening: another view
