@@ -23,7 +23,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack
-from typing import Any
+from typing import Any, Protocol
 
 from simpletasks.checkpoint import Checkpoints
 from simpletasks.errors import ConfigError, TaskCancelled
@@ -95,6 +95,18 @@ def check_factories(factories: Mapping[str, Any]) -> dict[str, ResourceFactory]:
     return checked
 
 
+class CancelSignal(Protocol):
+    """What the daemon sets when it gives a task up (a ``threading.Event`` will do)."""
+
+    def is_set(self) -> bool:
+        """Whether the task was given up."""
+        ...
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until set or ``timeout``; return whether it is set."""
+        ...
+
+
 class TaskContext:
     """The context of one delivery of one task.
 
@@ -119,7 +131,7 @@ class TaskContext:
         daemon: str = "",
         job_id: str | None = None,
         resources: Mapping[str, Any] | None = None,
-        cancel: threading.Event | None = None,
+        cancel: CancelSignal | None = None,
         stopping: threading.Event | None = None,
         checkpoints: Checkpoints | None = None,
     ) -> None:
@@ -128,7 +140,7 @@ class TaskContext:
         self.daemon = daemon
         self.job_id = job_id
         self.resources: Mapping[str, Any] = resources if resources is not None else {}
-        self._cancel = cancel or threading.Event()
+        self._cancel: CancelSignal = cancel or threading.Event()
         self._stopping = stopping or threading.Event()
         self._checkpoints = checkpoints
         self.checkpoint_used = False  # saved or restored in this delivery

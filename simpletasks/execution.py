@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from simpletasks.checkpoint import Checkpoints
-from simpletasks.context import TaskContext
+from simpletasks.context import CancelSignal, TaskContext
 from simpletasks.errors import (
     KeyNotFound,
     MessageError,
@@ -119,7 +119,7 @@ class MessageRunner:
 
     # -- one message ---------------------------------------------------------------------
 
-    def run(self, message: Message, cancel: threading.Event, resources: Mapping[str, Any]) -> None:
+    def run(self, message: Message, cancel: CancelSignal, resources: Mapping[str, Any]) -> None:
         """Handle ``message`` to its end; never raises."""
         started = time.monotonic()
         try:
@@ -133,7 +133,7 @@ class MessageRunner:
             mean = self._mean_seconds
             self._mean_seconds = seconds if mean is None else 0.8 * mean + 0.2 * seconds
 
-    def _run(self, message: Message, cancel: threading.Event, resources: Mapping[str, Any]) -> None:
+    def _run(self, message: Message, cancel: CancelSignal, resources: Mapping[str, Any]) -> None:
         self.middleware.emit("on_received", message)
         parsed: TaskMessage | None = None
         try:
@@ -264,7 +264,7 @@ class MessageRunner:
             daemon=self.name,
         )
 
-    def _phases(self, task: DaemonTask, message: Message, cancel: threading.Event) -> Result:
+    def _phases(self, task: DaemonTask, message: Message, cancel: CancelSignal) -> Result:
         """Run prepare, execute and finalize; raise :class:`_PhaseError` on a failure."""
         session = getattr(self.datasource, "session", None)
         with session() if session else nullcontext(self.datasource) as ds:

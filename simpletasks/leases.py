@@ -19,7 +19,7 @@ import queue as stdqueue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from simpletasks.errors import BatchError
 from simpletasks.queues import Message, QueueService
@@ -43,8 +43,37 @@ class Held:
     message: Message
     state: State
     lease_until: float  # monotonic
+    cancel: CancelFlag  # set when the message is given up
     renewing: bool = False  # the heartbeat's extend call for it is in flight
-    cancel: threading.Event = field(default_factory=threading.Event)  # set when given up
+
+
+class CancelFlag:
+    """Set when a running message is given up; an ``Event`` without a lock of its own.
+
+    All flags of one lease keeper share its condition variable, so holding one costs a
+    small object per message instead of a lock and a condition.
+    """
+
+    __slots__ = ("_cond", "_set")
+
+    def __init__(self, cond: threading.Condition) -> None:
+        self._cond = cond
+        self._set = False
+
+    def is_set(self) -> bool:
+        """Whether the message was given up."""
+        return self._set
+
+    def set(self) -> None:
+        """Mark the message given up and wake its waiters."""
+        with self._cond:
+            self._set = True
+            self._cond.notify_all()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until set or ``timeout``; return whether it is set."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._set, timeout)
 
 
 class LeaseKeeper:
@@ -71,9 +100,9 @@ class LeaseKeeper:
         """Start holding a just-received message (buffered)."""
         with self.changed:
             until = time.monotonic() + self.lease_seconds
-            self._held[id(message)] = Held(message, State.BUFFERED, until)
+            self._held[id(message)] = Held(message, State.BUFFERED, until, CancelFlag(self.changed))
 
-    def start(self, message: Message) -> threading.Event | None:
+    def start(self, message: Message) -> CancelFlag | None:
         """Mark a buffered message running and return its cancel event.
 
         Returns ``None`` if the message was settled meanwhile (released at stop). The event
