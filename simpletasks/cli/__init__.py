@@ -1,11 +1,11 @@
 """The ``simpletasks`` command line.
 
 Commands, one module each: ``run`` (the daemon), ``create`` and ``upload`` (set up queues,
-buckets and inputs: ``setup``), ``schedule``, ``status``, ``peek``, ``requeue`` and ``purge``
-(work with queues: ``queues``), ``local`` (the example, the tiering demo and the local
-stack), ``edge`` (the HASTE edge agent, gateway and simulator), ``tier`` (the HASTE tiering
-worker's report, demo and helpers), ``serve`` (the job API and upload pages) and ``fleet``
-(daemons on machines over ssh).
+buckets and inputs: ``setup``), ``schedule`` and ``purge`` (``queues``), ``status``, ``peek``
+and ``requeue`` (look without consuming, replay failures: ``inspect``), ``local`` (the
+example, the tiering demo and the local stack), ``edge`` (the HASTE edge agent, gateway and
+simulator), ``tier`` (the HASTE tiering worker's report, demo and helpers), ``serve`` (the
+job API and upload pages) and ``fleet`` (daemons on machines over ssh).
 
 Every option of ``run`` can also come from a ``SIMPLETASKS_*`` environment variable (named
 in ``--help``); a flag wins. A mistake ends in one line, ``Error: ...``, exit status 1 (2 for
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import click
 
-from simpletasks.cli import edge, fleet, local, queues, run, serve, setup, tier
+from simpletasks.cli import edge, fleet, inspect, local, queues, run, serve, setup, tier
 from simpletasks.cli._common import CONTEXT_SETTINGS, Group, log_level_option
 
 
@@ -37,9 +37,9 @@ for command in (
     setup.create,
     setup.upload,
     queues.schedule,
-    queues.status,
-    queues.peek,
-    queues.requeue,
+    inspect.status,
+    inspect.peek,
+    inspect.requeue,
     queues.purge,
     local.local,
     edge.edge,
