@@ -28,6 +28,8 @@ TASKS = 12
 def hosts(tmp_path: Path) -> Iterator[SshHosts]:
     running = start_hosts(tmp_path / "ssh", good=["h1", "h2"], refusing=["h3"], down=["h4"])
     yield running
+    if (tmp_path / "fleet.json").exists():  # a failed test must not leave daemons running
+        fleet(tmp_path, running, "stop", "--grace", "0")
     running.stop()
 
 
