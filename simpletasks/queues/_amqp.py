@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import struct
 import threading
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pika
 import pika.exceptions
+import pika.frame
+import pika.spec
 
 from simpletasks.errors import ConfigError, CredentialsError, ServiceUnavailable, SimpleTasksError
 from simpletasks.urls import redact, redact_url
@@ -194,6 +198,14 @@ def _describe(exc: BaseException) -> str:
     return redact(text)
 
 
+#: Content type of what ``send``/``send_batch`` publish (:meth:`ConfirmPublisher.publish_bodies`).
+CONTENT_TYPE = "text/plain; charset=utf-8"
+_FRAME_END = b"\xce"
+_BODY_FRAME = struct.Struct(">BHI")  # frame type 3 (body), channel, payload size
+_BODY_SIZE = struct.Struct(">Q")  # a content header's body size
+_JOIN_BYTES = 256 * 1024  # frames are joined into writes of about this size
+_ID_LENGTH = 32  # hex digits of a message id (a uuid4's worth)
+
 NACKED = "the broker nacked it (a full queue with x-overflow reject-publish?)"
 UNROUTABLE = "it could not be routed (was the queue deleted?)"
 
@@ -244,6 +256,65 @@ class ConfirmPublisher:
         if properties.message_id:
             self._returned.add(properties.message_id)
 
+    def publish_bodies(self, routing_key: str, bodies: Sequence[bytes]) -> dict[int, str]:
+        """Publish ``bodies`` as persistent text messages (mandatory) and wait for every confirm.
+
+        The same messages as :meth:`publish` with ``BasicProperties(content_type=
+        CONTENT_TYPE, delivery_mode=Persistent, message_id=<32 hex digits>)`` each, but
+        cheaper: the frames are marshalled from one template (pika encodes it; only the body
+        size and the message id differ) and written to the socket in a few joined writes
+        instead of three per message. Message ids are a random 24-hex-digit prefix per call
+        plus the index in 8 hex digits: unique, and as long as a ``uuid4().hex``.
+
+        Returns:
+            As :meth:`publish`.
+
+        Raises:
+            pika.exceptions.AMQPError: As :meth:`publish`.
+        """
+        impl = self._impl
+        impl._raise_if_not_open()  # what pika's basic_publish checks first
+        connection = impl.connection
+        number = impl.channel_number
+        prefix = uuid.uuid4().hex[: _ID_LENGTH - 8]
+        ids = [f"{prefix}{i:08x}" for i in range(len(bodies))]
+        method = pika.frame.Method(
+            number, pika.spec.Basic.Publish(exchange="", routing_key=routing_key, mandatory=True)
+        ).marshal()
+        head, middle = _header_template(number)
+        body_max = connection._body_max_length
+        self._pending, self._failed, self._returned = {}, {}, set()
+        self._id_of = dict(enumerate(ids))
+        parts: list[bytes] = []
+        size = frames = 0
+        for index, body in enumerate(bodies):
+            length = len(body)
+            parts += (
+                method,
+                head,
+                _BODY_SIZE.pack(length),
+                middle,
+                ids[index].encode(),
+                _FRAME_END,
+            )
+            frames += 2
+            for start in range(0, length, body_max):
+                chunk = body[start : start + body_max] if length > body_max else body
+                parts += (_BODY_FRAME.pack(3, number, len(chunk)), chunk, _FRAME_END)
+                frames += 1
+                size += len(chunk)
+            self._sequence += 1
+            self._pending[self._sequence] = index
+            if size >= _JOIN_BYTES:
+                _emit(connection, parts, frames)
+                parts, size, frames = [], 0, 0
+        if parts:
+            _emit(connection, parts, frames)
+        self._channel._flush_output(lambda: not self._pending)
+        failed = self._failed
+        self._pending, self._failed, self._returned, self._id_of = {}, {}, set(), {}
+        return failed
+
     def publish(self, routing_key: str, items: list[tuple[bytes, Any]]) -> dict[int, str]:
         """Publish ``(body, properties)`` items (mandatory) and wait for every confirm.
 
@@ -267,3 +338,35 @@ class ConfirmPublisher:
         failed = self._failed
         self._pending, self._failed, self._returned, self._id_of = {}, {}, set(), {}
         return failed
+
+
+_TEMPLATES: dict[int, tuple[bytes, bytes]] = {}
+
+
+def _header_template(channel_number: int) -> tuple[bytes, bytes]:
+    """The content header frame of :meth:`ConfirmPublisher.publish_bodies`, as marshalled by
+    pika, split around its two variable fields: ``(head, middle)`` such that a message's
+    frame is ``head + body size (8 bytes) + middle + message id + frame end``."""
+    if (template := _TEMPLATES.get(channel_number)) is None:
+        placeholder = "0" * _ID_LENGTH
+        properties = pika.BasicProperties(
+            content_type=CONTENT_TYPE,
+            delivery_mode=pika.DeliveryMode.Persistent,
+            message_id=placeholder,  # the last property set: the frame ends with it
+        )
+        marshalled = pika.frame.Header(channel_number, 0, properties).marshal()
+        # frame type, channel, payload size (7 bytes), class id, weight (4), body size (8)
+        head, rest = marshalled[:11], marshalled[19:]
+        tail = placeholder.encode() + _FRAME_END
+        if marshalled[11:19] != bytes(8) or not rest.endswith(tail):
+            raise AssertionError(f"unexpected content header layout from pika: {marshalled!r}")
+        template = _TEMPLATES[channel_number] = (head, rest[: -len(tail)])
+    return template
+
+
+def _emit(connection: Any, parts: list[bytes], frames: int) -> None:
+    """Write marshalled frames as one buffer (pika writes, and sends, each frame apart)."""
+    data = b"".join(parts)
+    connection.bytes_sent += len(data)
+    connection.frames_sent += frames
+    connection._adapter_emit_data(data)

@@ -52,7 +52,6 @@ import logging
 import socket
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -544,23 +543,18 @@ class AMQPQueue:
         return _common.check_size(body, MAX_BODY_BYTES, what, f"RabbitMQ queue {self.name!r}")
 
     def _publish(self, payloads: list[bytes]) -> None:
-        """Publish persistent messages, confirmed once per chunk of :data:`MAX_BATCH`."""
-        for offset in range(0, len(payloads), MAX_BATCH):
-            items = [
-                (
-                    data,
-                    pika.BasicProperties(
-                        content_type="text/plain; charset=utf-8",
-                        delivery_mode=pika.DeliveryMode.Persistent,
-                        message_id=uuid.uuid4().hex,
-                    ),
-                )
-                for data in payloads[offset : offset + MAX_BATCH]
-            ]
+        """Publish persistent messages, confirmed once per chunk of :data:`MAX_BATCH`.
 
-            def publish(_channel: Any, items: list[tuple[bytes, Any]] = items) -> dict[int, str]:
+        Each message has ``content_type`` :data:`~simpletasks.queues._amqp.CONTENT_TYPE`,
+        persistent delivery and a unique 32-hex-digit ``message_id``
+        (:meth:`ConfirmPublisher.publish_bodies`).
+        """
+        for offset in range(0, len(payloads), MAX_BATCH):
+            chunk = payloads[offset : offset + MAX_BATCH]
+
+            def publish(_channel: Any, chunk: list[bytes] = chunk) -> dict[int, str]:
                 assert self._publisher is not None
-                return self._publisher.publish(self.name, items)
+                return self._publisher.publish_bodies(self.name, chunk)
 
             if failed := self._call("send", publish):
                 first = min(failed)

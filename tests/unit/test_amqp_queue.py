@@ -1,14 +1,21 @@
-"""The RabbitMQ backend's URLs and password masking: checked before any connection.
+"""The RabbitMQ backend's URLs, password masking and publish frames: no broker needed.
 
 Everything that needs the broker is in tests/integration/test_amqp_broker.py.
 """
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
+import pika
+import pika.connection
+import pika.frame
+import pika.spec
 import pytest
 
 from simpletasks.errors import ConfigError
-from simpletasks.queues._amqp import parse_url
+from simpletasks.queues._amqp import ConfirmPublisher, parse_url
 from simpletasks.queues.amqp import (
     AMQPQueue,
 )
@@ -78,3 +85,85 @@ def test_redact_url_masks_passwords_everywhere() -> None:
     assert redact_url("amqps://u:p@ss@h/") == "amqps://u:***@h/"
     text = "failed: amqp://u:pw1@a/x then AMQP://v:pw2@b/y"
     assert "pw1" not in redact(text) and "pw2" not in redact(text)
+
+
+class _CapturingConnection:
+    """The parts of pika's connection that publishing touches, writing into a list."""
+
+    def __init__(self, body_max: int) -> None:
+        self._body_max_length = body_max
+        self.bytes_sent = self.frames_sent = 0
+        self.writes: list[bytes] = []
+
+    def _adapter_emit_data(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def _output_marshaled_frames(self, frames: list[bytes]) -> None:
+        for data in frames:
+            self.bytes_sent += len(data)
+            self.frames_sent += 1
+            self._adapter_emit_data(data)
+
+
+class _ConfirmingChannel:
+    """A blocking channel whose broker confirms everything at once (no network)."""
+
+    def __init__(self, connection: _CapturingConnection, number: int) -> None:
+        self._impl = self
+        self.connection, self.channel_number = connection, number
+        self.on_confirm: Any = None
+
+    def confirm_delivery(self, ack_nack_callback: Any, callback: Any) -> None:
+        self.on_confirm = ack_nack_callback
+        callback(None)
+
+    def add_on_return_callback(self, callback: Any) -> None:
+        pass
+
+    def _raise_if_not_open(self) -> None:
+        pass
+
+    def basic_publish(
+        self, exchange: str, key: str, body: bytes, properties: Any, **kw: Any
+    ) -> None:
+        method = pika.spec.Basic.Publish(exchange=exchange, routing_key=key, **kw)
+        pika.connection.Connection._send_message(
+            self.connection,
+            self.channel_number,
+            method,
+            (properties, body),  # type: ignore[arg-type]
+        )
+
+    def _flush_output(self, done: Any) -> None:
+        if not done():  # the broker acks every message published so far
+            publisher = self.publisher
+            tag = publisher._sequence
+            self.on_confirm(pika.frame.Method(1, pika.spec.Basic.Ack(tag, multiple=True)))
+        assert done()
+
+
+@pytest.mark.parametrize("body_max", [131_064, 10])
+def test_publish_bodies_writes_what_pika_would_write_in_few_writes(body_max: int) -> None:
+    bodies = [b"{}", "caf\u00e9 \U0001f680".encode(), b"x" * 25, b"y" * 300_000]
+    ours, reference = _CapturingConnection(body_max), _CapturingConnection(body_max)
+    channel = _ConfirmingChannel(ours, 3)
+    channel.publisher = publisher = ConfirmPublisher(channel)
+    assert publisher.publish_bodies("tasks", bodies) == {}
+    assert publisher.publish_bodies("tasks", bodies[:1]) == {}  # the template is reused
+    assert publisher._sequence == 5  # every message numbered for its confirm
+
+    # The same messages through pika's own basic_publish, with the ids that were sent.
+    sent = b"".join(ours.writes)
+    found = re.findall(rb"\x02 ([0-9a-f]{32})\xce", sent)
+    assert len(found) == 5 and len(set(found)) == 5
+    pika_channel = _ConfirmingChannel(reference, 3)
+    for body, message_id in zip(bodies + bodies[:1], found, strict=True):
+        properties = pika.BasicProperties(
+            content_type="text/plain; charset=utf-8",
+            delivery_mode=pika.DeliveryMode.Persistent,
+            message_id=message_id.decode(),
+        )
+        pika_channel.basic_publish("", "tasks", body, properties, mandatory=True)
+    assert sent == b"".join(reference.writes)
+    assert (ours.bytes_sent, ours.frames_sent) == (reference.bytes_sent, reference.frames_sent)
+    assert len(ours.writes) <= 3 < len(reference.writes)  # joined, not one write per frame
