@@ -24,8 +24,10 @@ inject clients.
   ``wait_seconds=0`` is one pull with a short deadline.
 - ``purge`` seeks the subscription to now (leased messages included); if seeking is refused,
   visible messages are pulled and acked.
-- ``send``/``send_batch`` publish through the client's batching publisher and wait for every
-  future; failures are raised together (:class:`PublishError`), never dropped.
+- ``send``/``send_batch`` publish a batch in ``Publish`` requests of up to 1,000 messages /
+  10 MB on the publisher client's channel (:mod:`._pubsub_publish`; a wrapped or fake
+  client's own ``publish`` otherwise), retried on transient errors for up to 120 s;
+  failures are raised together (:class:`PublishError`), never dropped.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from simpletasks.errors import BatchError, ConfigError
 from simpletasks.queues import Message, QueueCapabilities, QueueCounts, _checks, _common
 from simpletasks.queues import _pubsub_admin as admin
 from simpletasks.queues._pubsub_admin import ADMIN_TIMEOUT_SECONDS, make_client, parse_url
+from simpletasks.queues._pubsub_publish import RawPublisher
 from simpletasks.queues._pubsub_raw import RawSubscriber
 
 logger = logging.getLogger(__name__)
@@ -157,6 +160,9 @@ class PubSubQueue:
         # Pull/Acknowledge/ModifyAckDeadline with plain protobufs on a real client's channel
         # (None for wrapped or fake clients, which keep their own methods).
         self._raw: RawSubscriber | None = RawSubscriber.of(self._subscriber)
+        # Publish requests of a whole batch with plain protobufs on a real client's channel
+        # (None for wrapped or fake clients, which publish message by message).
+        self._raw_publisher = RawPublisher.of(self._publisher, admin.PUBLISH_REQUEST_BYTES)
         #: Pulls of up to 1000, leases up to 600 s, a body must fit in one publish request;
         #: no counts.
         self.capabilities = QueueCapabilities(
@@ -376,6 +382,19 @@ class PubSubQueue:
     def _publish(self, payloads: list[bytes]) -> None:
         if self.topic_path == admin.DELETED_TOPIC:
             raise ConfigError(f"the topic of {self.subscription_path} was deleted: cannot send")
+        if self._raw_publisher is not None:
+            failures = self._raw_publisher.publish(
+                self.topic_path, payloads, PUBLISH_TIMEOUT_SECONDS
+            )
+        else:
+            failures = self._publish_one_by_one(payloads)
+        try:
+            _common.raise_failures(self.topic_path, "published to", failures, len(payloads))
+        except BatchError as exc:
+            raise PublishError(str(exc), exc.failures) from None
+
+    def _publish_one_by_one(self, payloads: list[bytes]) -> list[tuple[int, str, str]]:
+        """Publish through the client's ``publish`` (a wrapped or fake client); the failures."""
         pending: dict[int, Any] = {}
         failures: list[tuple[int, str, str]] = []
         for i, data in enumerate(payloads):
@@ -395,10 +414,7 @@ class PubSubQueue:
                 continue
             if error is not None:
                 failures.append((i, type(error).__name__, str(error)))
-        try:
-            _common.raise_failures(self.topic_path, "published to", failures, len(payloads))
-        except BatchError as exc:
-            raise PublishError(str(exc), exc.failures) from None
+        return failures
 
     # inspecting
 

@@ -1,5 +1,6 @@
 """Pub/Sub specifics that need no emulator: URL forms, missing credentials, an emulator that
-is down (a closed port) or exits at start, and the gcloud launcher command.
+is down (a closed port) or exits at start, the gcloud launcher command, and how a batch is
+split into Publish requests and retried.
 
 Everything that needs the emulator is in tests/integration/test_pubsub_emulator.py.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +19,10 @@ from simpletasks.errors import ConfigError, CredentialsError, ServiceUnavailable
 from simpletasks.queues import open_queue
 
 try:
+    import grpc
+
     from simpletasks.queues._pubsub_admin import parse_url
+    from simpletasks.queues._pubsub_publish import RawPublisher, _PublishRequest, _PublishResponse
     from simpletasks.queues.pubsub import PubSubQueue
 except ImportError as exc:  # skipped on a laptop without the gcp extra, fails under CI=true
     if os.environ.get("CI") == "true":
@@ -109,3 +114,102 @@ def test_gcloud_launcher_command() -> None:
         "/usr/bin/gcloud",
         *("beta", "emulators", "pubsub", "start", "--quiet", "--host-port=127.0.0.1:8085"),
     ]
+
+
+class _RpcError(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode) -> None:
+        self._code = code
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return f"{self._code.name.lower()} here"
+
+    def trailing_metadata(self) -> None:
+        return None
+
+
+class _Channel:
+    """A gRPC channel whose Publish answers from ``script`` (an error code, or None: stored)."""
+
+    def __init__(self, *script: grpc.StatusCode | None) -> None:
+        self.script = list(script)
+        self.requests: list[Any] = []
+        self.timeouts: list[float] = []
+
+    def unary_unary(self, path: str, **_: Any) -> Any:
+        assert path == "/google.pubsub.v1.Publisher/Publish"
+        return self._publish
+
+    def _publish(self, request: Any, *, timeout: float, metadata: Any) -> Any:
+        assert metadata == (("x-goog-request-params", f"topic={request.topic}"),)
+        self.requests.append(request)
+        self.timeouts.append(timeout)
+        code = self.script.pop(0) if self.script else None
+        if code is not None:
+            raise _RpcError(code)
+        return _PublishResponse(message_ids=[str(i) for i in range(len(request.messages))])
+
+
+def _raw(channel: _Channel, max_bytes: int = 10_000_000) -> tuple[RawPublisher, list[float]]:
+    publisher = RawPublisher(channel, max_bytes)  # type: ignore[arg-type]
+    pauses: list[float] = []
+    publisher.sleep = pauses.append
+    return publisher, pauses
+
+
+def test_a_batch_is_published_in_requests_of_at_most_1000_messages() -> None:
+    channel = _Channel()
+    payloads = [f"m{i}".encode() for i in range(2500)]
+    assert _raw(channel)[0].publish("projects/p/topics/t", payloads, 120) == []
+    sent = [[m.data for m in r.messages] for r in channel.requests]
+    assert [len(r) for r in sent] == [1000, 1000, 500]
+    assert [data for r in sent for data in r] == payloads  # in order, each once
+
+
+@pytest.mark.parametrize(
+    ("size", "limit"), [(1, 60), (1, 100), (100, 1000), (127, 1000), (128, 1000), (300, 1000)]
+)
+def test_requests_stay_within_the_byte_limit_and_are_filled(size: int, limit: int) -> None:
+    channel = _Channel()
+    payloads = [bytes([97 + i % 26]) * size for i in range(40)]
+    _raw(channel, limit)[0].publish("projects/p/topics/t", payloads, 120)
+    sizes = [r.ByteSize() for r in channel.requests]
+    assert all(n <= limit for n in sizes)
+    one_more = [
+        _PublishRequest(topic=r.topic, messages=[*r.messages, r.messages[0]]).ByteSize()
+        for r in channel.requests[:-1]
+    ]
+    assert all(n > limit for n in one_more)  # a request was cut only when the next did not fit
+    assert sum(len(r.messages) for r in channel.requests) == 40
+
+
+def test_transient_errors_are_retried_with_backoff() -> None:
+    unavailable = grpc.StatusCode.UNAVAILABLE
+    channel = _Channel(unavailable, unavailable, None)
+    publisher, pauses = _raw(channel)
+    assert publisher.publish("projects/p/topics/t", [b"a", b"b"], 120) == []
+    assert pauses == [0.1, 0.4] and len(channel.requests) == 3
+    assert all(0 < t <= 60 for t in channel.timeouts)
+
+
+def test_a_failed_request_lists_its_messages_and_the_others_are_sent() -> None:
+    channel = _Channel(grpc.StatusCode.NOT_FOUND)  # not retried; the second request is sent
+    publisher, pauses = _raw(channel)
+    failures = publisher.publish("projects/p/topics/t", [b"x"] * 1500, 120)
+    assert [i for i, _, _ in failures] == list(range(1000))
+    assert failures[0][1:] == ("NotFound", "404 not_found here")
+    assert pauses == [] and len(channel.requests) == 2
+
+
+def test_retries_stop_at_the_deadline() -> None:
+    channel = _Channel(*[grpc.StatusCode.UNAVAILABLE] * 100)
+    publisher, pauses = _raw(channel)
+    failures = publisher.publish("projects/p/topics/t", [b"a"], 0.05)  # shorter than a pause
+    assert failures == [(0, "ServiceUnavailable", "503 unavailable here")]
+    assert pauses == [] and len(channel.requests) == 1
+
+
+def test_only_a_plain_publisher_client_is_published_to_raw() -> None:
+    assert RawPublisher.of(object(), 1000) is None
