@@ -7,9 +7,11 @@ sharing one cache directory:
   component under ``root`` may be a symlink, so the cache never reads or writes outside it;
 * writes go to a private temp directory under ``root/.tmp`` and are ``os.replace``-d into
   place, so a reader sees the old file, the new file or none, never a partial one;
-* per-key locks are ``flock`` locks on files in ``root/.locks``: an exclusive *fill* lock so
-  that concurrent fetchers of one key download it once, and a shared *pin* that marks an
-  entry in use; eviction takes the pin exclusively without waiting and skips busy entries;
+* per-key locks are two slots of the one lock file ``root/.locks/keys.lock`` (see
+  :class:`~simpletasks._flock.SlotLocks`; no file is created per key): an exclusive *fill*
+  lock so that concurrent fetchers of one key download it once, and a shared *pin* that
+  marks an entry in use; eviction takes the pin exclusively without waiting and skips busy
+  entries;
 * a :class:`PinSet` pins any number of keys with one open file: it lists its keys in a
   record file under ``root/.locks/sessions`` that it holds locked while it lives; eviction
   reads the live records (and deletes those of crashed processes) and skips their keys;
@@ -20,10 +22,16 @@ sharing one cache directory:
   the write is tried again (:meth:`FileSystemCache.make_room`); only when nothing more can be
   evicted does the error reach the caller.
 
-``flock`` locks belong to an open file description, so every acquisition opens its own file
+These locks belong to an open file description, so every acquisition opens its own file
 descriptor: two threads of one process exclude each other exactly as two processes do. A
 per-key pin therefore costs a descriptor while held; a task that touches thousands of keys
 pins them with a :class:`PinSet` instead (one descriptor), as datasource sessions do.
+
+A miss costs few system calls: the entry's path is validated once per call and handled as a
+string, the fetcher writes the temp file that is renamed into place (a bucket writes it in
+place, no temp of its own: see :func:`~simpletasks.buckets.file.atomic_path`), and only the
+parent directories are checked for symlinks at commit (the entry itself was just seen
+missing under the fill lock).
 """
 
 from __future__ import annotations
@@ -36,12 +44,13 @@ import os
 import shutil
 import stat
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from simpletasks._flock import SlotLocks
 from simpletasks._flock import locked as _locked
+from simpletasks.buckets.file import temp_name
 from simpletasks.errors import InvalidKey
 from simpletasks.keys import validate_key
 from simpletasks.pinset import PinSet, live_keys
@@ -83,7 +92,9 @@ class FileSystemCache:
             raise NotADirectoryError(f"cache root {root} exists and is not a directory")
         Path(root).mkdir(parents=True, exist_ok=True)
         self.root = Path(root).resolve(strict=True)
+        self._root_s = str(self.root)
         self._tmp_dir = self.root / ".tmp"
+        self._tmp_s = str(self._tmp_dir)
         self._locks_dir = self.root / ".locks"
         self._sessions_dir = self._locks_dir / "sessions"
         self._pins_lock = self._locks_dir / "pins.lock"
@@ -91,6 +102,7 @@ class FileSystemCache:
             internal.mkdir(exist_ok=True)
             if not stat.S_ISDIR(os.lstat(internal).st_mode):
                 raise InvalidKey(f"cache directory {internal} must be a real directory")
+        self._key_locks = SlotLocks(self._locks_dir / "keys.lock")
 
     def __repr__(self) -> str:
         return f"FileSystemCache({str(self.root)!r}, max_bytes={self.max_bytes!r})"
@@ -101,27 +113,48 @@ class FileSystemCache:
         Raises:
             InvalidKey: If ``key`` is unsafe or starts with a name the cache reserves.
         """
+        return Path(self._entry(key))
+
+    def _entry(self, key: str) -> str:
+        """Validate ``key`` and return its entry's path as a string (no I/O)."""
         validate_key(key)
         first = key.split("/", 1)[0]
         if first in RESERVED_NAMES:
             raise InvalidKey(
                 f"key {key!r} starts with {first!r}, a name the cache reserves for its own files"
             )
-        return self.root.joinpath(*key.split("/"))
+        return f"{self._root_s}/{key}"  # a valid key has no empty, "." or ".." component
 
-    def _checked_path(self, key: str, *, create_parents: bool = False) -> Path:
-        """Return :meth:`path` after checking that no component under root is a symlink."""
-        path = self.path(key)
+    def _check_under_root(
+        self, key: str, *, create_parents: bool = False, final: bool = True
+    ) -> int | None:
+        """Check that no component of ``key``'s path under root is a symlink (``lstat`` each).
+
+        Args:
+            key: A validated key.
+            create_parents: Make missing parent directories.
+            final: Check the entry itself too (else only its parents).
+
+        Returns:
+            The entry's ``st_mode``, or ``None`` if it is missing (or ``final`` is false).
+
+        Raises:
+            InvalidKey: If a component is a symlink, a parent is not a directory, or the
+                entry is a directory.
+        """
         parts = key.split("/")
-        current = self.root
-        for depth, part in enumerate(parts, 1):
-            current = current / part
-            last = depth == len(parts)
+        current = self._root_s
+        last_index = len(parts) - 1
+        for index, part in enumerate(parts):
+            current = f"{current}/{part}"
+            last = index == last_index
+            if last and not final:
+                return None
             try:
                 mode = os.lstat(current).st_mode
             except FileNotFoundError:
                 if last or not create_parents:
-                    return path
+                    return None
                 with suppress(FileExistsError):  # a concurrent writer made it; checked below
                     os.mkdir(current, 0o755)
                 mode = os.lstat(current).st_mode
@@ -134,28 +167,51 @@ class FileSystemCache:
                 raise InvalidKey(f"key {key!r} needs {current} to be a directory, not an entry")
             if last and stat.S_ISDIR(mode):
                 raise InvalidKey(f"key {key!r} names a directory of other entries in the cache")
+        return mode
+
+    def _checked_path(self, key: str, *, create_parents: bool = False) -> Path:
+        """Return :meth:`path` after checking that no component under root is a symlink."""
+        path = self.path(key)
+        self._check_under_root(key, create_parents=create_parents)
         return path
 
-    def _lock_paths(self, key: str) -> tuple[Path, Path]:
-        digest = hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()
-        return self._locks_dir / f"{digest}.pin", self._locks_dir / f"{digest}.fill"
+    def _slots(self, key: str) -> tuple[int, int]:
+        """The (pin, fill) lock slots of ``key`` (a 61-bit hash: collisions never happen)."""
+        digest = hashlib.sha1(key.encode(), usedforsecurity=False).digest()
+        slot = int.from_bytes(digest[:8], "big") >> 3
+        return 2 * slot, 2 * slot + 1
 
     def exists(self, key: str) -> bool:
         """Return whether the cache holds an entry for ``key``."""
-        try:
-            return stat.S_ISREG(os.lstat(self._checked_path(key)).st_mode)
-        except FileNotFoundError:
-            return False
+        self._entry(key)
+        mode = self._check_under_root(key)
+        return mode is not None and stat.S_ISREG(mode)
 
     def touch(self, key: str) -> bool:
         """Mark the entry for ``key`` as used now (for eviction); return whether it exists."""
-        path = self._checked_path(key)
+        entry = self._entry(key)
+        if self._check_under_root(key) is None:
+            return False
+        return self._stamp(entry)
+
+    @staticmethod
+    def _stamp(entry: str) -> bool:
         now = time.time_ns()
         try:
-            os.utime(path, ns=(now, now), follow_symlinks=False)
+            os.utime(entry, ns=(now, now), follow_symlinks=False)
         except FileNotFoundError:
             return False
         return True
+
+    def _touch_if_present(self, key: str, entry: str) -> bool:
+        """:meth:`touch` for ``fill``: a missing entry costs one ``lstat``."""
+        try:
+            os.lstat(entry)
+        except FileNotFoundError:  # (a symlinked parent is refused when the entry is committed)
+            return False
+        if self._check_under_root(key) is None:
+            return False
+        return self._stamp(entry)
 
     def keys(self) -> list[str]:
         """Return the keys of all entries, sorted; the cache's own files are never listed."""
@@ -190,41 +246,51 @@ class FileSystemCache:
         """Yield a temp path to write the entry for ``key`` into; commit it if the block succeeds.
 
         The path does not exist yet; the block must create it as a regular file. It is a
-        unique name in the cache's temp directory (no directory of its own: making and
-        removing one per entry costs more than writing a small object on some file systems);
-        a writer may put its own temp files next to it under names that start with the
-        path's name (as :func:`~simpletasks.buckets.file.atomic_path` does) and must remove
-        them. If the block raises, nothing is committed and the temp file is removed.
+        unique temp name (:func:`~simpletasks.buckets.file.temp_name`) in the cache's temp
+        directory, private to this writer until the commit renames it, so a bucket's
+        download writes it in place (see :func:`~simpletasks.buckets.file.atomic_path`). A
+        writer may put its own temp files next to it under names that start with the
+        path's name and must remove them. If the block raises, nothing is committed and the
+        temp file is removed.
 
         Raises:
             InvalidKey: If ``key`` is unsafe or clashes with the cache's layout.
             FileNotFoundError: If the block did not create the file.
         """
-        self.path(key)
-        tmp = self._tmp_dir / f"w-{uuid.uuid4().hex}"
+        with self._writing(key, self._entry(key)) as tmp:
+            yield Path(tmp)
+
+    @contextmanager
+    def _writing(self, key: str, entry: str, *, check_entry: bool = True) -> Iterator[str]:
+        """:meth:`writing` with a validated entry path; ``check_entry=False`` when the entry
+        was just seen missing under the fill lock (only its parents are checked then)."""
+        tmp = f"{self._tmp_s}/{temp_name('w')}"
+        committed = False
         try:
             yield tmp
-            self._commit(key, tmp)
+            committed = self._commit(key, entry, tmp, check_entry)
         finally:
-            try:
-                os.unlink(tmp)  # not committed (the commit renamed it away)
-            except FileNotFoundError:
-                pass
-            except IsADirectoryError:  # a writer made a directory: refused by the commit
-                shutil.rmtree(tmp, ignore_errors=True)
+            if not committed:
+                try:
+                    os.unlink(tmp)
+                except FileNotFoundError:
+                    pass
+                except IsADirectoryError:  # a writer made a directory: refused by the commit
+                    shutil.rmtree(tmp, ignore_errors=True)
 
     def put_bytes(self, key: str, data: bytes) -> Path:
         """Store ``data`` as the entry for ``key`` (atomically) and return its path.
 
         On a full disk, unused entries are evicted to make room (see :meth:`make_room`).
         """
+        entry = self._entry(key)
 
         def write() -> None:
-            with self.writing(key) as tmp:
-                tmp.write_bytes(data)
+            with self._writing(key, entry) as tmp:
+                Path(tmp).write_bytes(data)
 
         self._with_room(key, write, len(data))
-        return self.path(key)
+        return Path(entry)
 
     def put_file(self, key: str, src: Path | str) -> Path:
         """Copy the file ``src`` into the cache as the entry for ``key`` and return its path.
@@ -232,16 +298,17 @@ class FileSystemCache:
         Raises:
             FileNotFoundError: If ``src`` is not an existing file.
         """
+        entry = self._entry(key)
         src = Path(src)
         if not src.is_file():
             raise FileNotFoundError(f"cannot cache key {key!r}: source {src} is not a file")
 
         def write() -> None:
-            with self.writing(key) as tmp:
+            with self._writing(key, entry) as tmp:
                 shutil.copyfile(src, tmp)
 
         self._with_room(key, write, src.stat().st_size)
-        return self.path(key)
+        return Path(entry)
 
     def fill(self, key: str, fetch: Callable[[Path], None], *, force: bool = False) -> Path:
         """Return the path of the entry for ``key``, calling ``fetch(tmp)`` if it is missing.
@@ -251,25 +318,26 @@ class FileSystemCache:
         :meth:`lock`, the others wait and find the entry. ``force`` fetches even if present.
         Hold :meth:`pin` around this call and the file's use to keep it from eviction.
         """
-        if not force and self.touch(key):
-            return self.path(key)
-        with self.lock(key):
-            if not force and self.touch(key):
-                return self.path(key)
+        entry = self._entry(key)
+        if not force and self._touch_if_present(key, entry):
+            return Path(entry)
+        with self._key_locks.held(self._slots(key)[1], exclusive=True):
+            if not force and self._touch_if_present(key, entry):
+                return Path(entry)
 
             written = [0]  # bytes the last failed fetch got to write
 
             def write() -> None:
-                with self.writing(key) as tmp:
+                with self._writing(key, entry, check_entry=force) as tmp:
                     try:
-                        fetch(tmp)
+                        fetch(Path(tmp))
                     except OSError:
                         with suppress(OSError):
                             written[0] = os.lstat(tmp).st_size
                         raise
 
             self._with_room(key, write, None, written)
-        return self.path(key)
+        return Path(entry)
 
     def _with_room(
         self,
@@ -311,7 +379,8 @@ class FileSystemCache:
                     *(self.root, key, evicted, shutil.disk_usage(self._tmp_dir).free),
                 )
 
-    def _commit(self, key: str, tmp: Path) -> Path:
+    def _commit(self, key: str, entry: str, tmp: str, check_entry: bool) -> bool:
+        """Move the temp file ``tmp`` into place as ``key``'s entry; return True."""
         try:
             mode = os.lstat(tmp).st_mode
         except FileNotFoundError:
@@ -323,23 +392,27 @@ class FileSystemCache:
         now = time.time_ns()  # stamp the last use before the entry becomes visible
         os.utime(tmp, ns=(now, now), follow_symlinks=False)
         for attempt in range(_COMMIT_ATTEMPTS):
-            path = self._checked_path(key, create_parents=True)
+            self._check_under_root(key, create_parents=True, final=check_entry)
             try:
-                os.replace(tmp, path)
+                os.replace(tmp, entry)  # replaces a symlink itself, never its target
                 break
             except FileNotFoundError:  # a concurrent remove pruned a parent directory
                 if attempt == _COMMIT_ATTEMPTS - 1:
                     raise
+            except IsADirectoryError:  # made meanwhile by a writer of keys under it
+                raise InvalidKey(
+                    f"key {key!r} names a directory of other entries in the cache"
+                ) from None
         logger.debug("cached %s", key)
         if self.max_bytes is not None:
             self.evict(keep=key)
-        return path
+        return True
 
     @contextmanager
     def lock(self, key: str) -> Iterator[None]:
         """Hold the exclusive fill lock of ``key`` (across threads and processes)."""
-        self.path(key)
-        with _locked(self._lock_paths(key)[1], fcntl.LOCK_EX):
+        self._entry(key)
+        with self._key_locks.held(self._slots(key)[1], exclusive=True):
             yield
 
     @contextmanager
@@ -348,30 +421,19 @@ class FileSystemCache:
 
         Pinning does not create the entry; a key may be pinned before it is fetched.
         """
-        self.path(key)
-        with _locked(self._lock_paths(key)[0], fcntl.LOCK_SH):
+        self._entry(key)
+        with self._key_locks.held(self._slots(key)[0], exclusive=False):
             yield
 
     def pin_set(self) -> PinSet:
         """Return a new, empty :class:`PinSet` on this cache (close it when done)."""
-        return PinSet(self._sessions_dir, self._pins_lock, validate=self.path)
-
-    def _drop_lock_files(self, key: str) -> None:
-        """Unlink both lock files of ``key``; the caller holds both exclusively."""
-        for lock_path in self._lock_paths(key):
-            with suppress(FileNotFoundError):
-                os.unlink(lock_path)
+        return PinSet(self._sessions_dir, self._pins_lock, validate=self._entry)
 
     def remove(self, key: str) -> bool:
         """Remove the entry for ``key`` even if pinned; return whether it existed."""
-        self.path(key)
-        pin_path, fill_path = self._lock_paths(key)
-        with _locked(fill_path, fcntl.LOCK_EX):
-            removed = self._unlink_entry(key)
-            with _locked(pin_path, fcntl.LOCK_EX | fcntl.LOCK_NB) as idle:
-                if idle:
-                    self._drop_lock_files(key)
-        return removed
+        self._entry(key)
+        with self._key_locks.held(self._slots(key)[1], exclusive=True):
+            return self._unlink_entry(key)
 
     def clear(self) -> int:
         """Remove every entry and stale temp files; return how many entries were removed."""
@@ -387,18 +449,19 @@ class FileSystemCache:
         return removed
 
     def _unlink_entry(self, key: str) -> bool:
-        path = self._checked_path(key)
+        entry = self._entry(key)
+        self._check_under_root(key)
         try:
-            os.unlink(path)
+            os.unlink(entry)
         except FileNotFoundError:
             return False
-        parent = path.parent
-        while parent != self.root:  # prune directories left empty
+        parent = os.path.dirname(entry)
+        while parent != self._root_s:  # prune directories left empty
             try:
                 os.rmdir(parent)
             except OSError:
                 break
-            parent = parent.parent
+            parent = os.path.dirname(parent)
         return True
 
     def evict(self, *, keep: str | None = None) -> int:
@@ -455,10 +518,10 @@ class FileSystemCache:
         return evicted
 
     def _try_evict(self, key: str) -> bool:
-        pin_path, fill_path = self._lock_paths(key)
+        pin_slot, fill_slot = self._slots(key)
         with (
-            _locked(pin_path, fcntl.LOCK_EX | fcntl.LOCK_NB) as idle,
-            _locked(fill_path, fcntl.LOCK_EX | fcntl.LOCK_NB) as not_filling,
+            self._key_locks.held(pin_slot, exclusive=True, wait=False) as idle,
+            self._key_locks.held(fill_slot, exclusive=True, wait=False) as not_filling,
         ):
             if not (idle and not_filling):
                 return False
@@ -466,7 +529,6 @@ class FileSystemCache:
                 removed = self._unlink_entry(key)
             except InvalidKey:  # a parent became a symlink meanwhile: not ours to touch
                 return False
-            self._drop_lock_files(key)
         if removed:
             logger.debug("evicted %s from %s", key, self.root)
         return removed

@@ -70,6 +70,10 @@ class _DatasourceBase:
         """Pin ``key`` for an operation: until it ends, or until the session ends."""
         raise NotImplementedError
 
+    def _hold_all(self, keys: list[str]) -> AbstractContextManager[object]:
+        """Pin ``keys`` (validated) for a ``get``: until it ends, or until the session ends."""
+        raise NotImplementedError
+
     def _check_open(self) -> None:
         """Raise ``RuntimeError`` if this view may no longer be used."""
 
@@ -115,28 +119,30 @@ class _DatasourceBase:
 
     def _get_many(self, keys: list[str], override: bool) -> list[Path]:
         unique = list(dict.fromkeys(keys))
-        if len(unique) <= 1 or self.max_workers == 1:
-            for key in unique:
-                self._fetch(key, override)
-        else:
-            self._fetch_parallel(unique, override)
-        return [self.cache.path(key) for key in keys]
+        with self._hold_all(unique):
+            if len(unique) <= 1 or self.max_workers == 1:
+                paths = {key: self._fetch(key, override) for key in unique}
+            else:
+                paths = self._fetch_parallel(unique, override)
+        return [paths[key] for key in keys]
 
-    def _fetch_parallel(self, keys: list[str], override: bool) -> None:
+    def _fetch_parallel(self, keys: list[str], override: bool) -> dict[str, Path]:
         workers = min(self.max_workers, len(keys))
         with ThreadPoolExecutor(workers, thread_name_prefix="simpletasks-get") as pool:
             futures = [pool.submit(self._fetch, key, override) for key in keys]
         for future in futures:  # all have finished: raise for the first failed key
             if (exc := future.exception()) is not None:
                 raise exc
+        return {key: future.result() for key, future in zip(keys, futures, strict=True)}
 
     def _fetch(self, key: str, override: bool) -> Path:
+        """Fill the cache entry of ``key`` (pinned by the caller) from the bucket."""
+
         def download(tmp: Path) -> None:
             logger.debug("downloading %s from %s", key, self.bucket.url)
             self.bucket.download(key, tmp)
 
-        with self._hold(key):
-            return self.cache.fill(key, download, force=override)
+        return self.cache.fill(key, download, force=override)
 
     def put(self, key: str, data: bytes | Path | None = None, *, only_cache: bool = False) -> Path:
         """Write ``key`` into the cache, then upload it to the bucket unless ``only_cache``.
@@ -226,6 +232,16 @@ class BucketCacheDatasource(_DatasourceBase):
         return self.cache.pin(key)
 
     @contextmanager
+    def _hold_all(self, keys: list[str]) -> Iterator[None]:
+        if len(keys) <= 1:  # one shared lock
+            with self.cache.pin(keys[0]) if keys else nullcontext():
+                yield
+            return
+        with self.cache.pin_set() as pins:  # one record for them all
+            pins.add_many(keys)
+            yield
+
+    @contextmanager
     def session(self) -> Iterator[DatasourceSession]:
         """Open a per-task view that pins every key it gets or puts until the block exits.
 
@@ -259,6 +275,11 @@ class DatasourceSession(_DatasourceBase):
     def _hold(self, key: str) -> AbstractContextManager[object]:
         self._check_open()
         self._pins.add(key)
+        return nullcontext()
+
+    def _hold_all(self, keys: list[str]) -> AbstractContextManager[object]:
+        self._check_open()
+        self._pins.add_many(keys)
         return nullcontext()
 
     def _check_open(self) -> None:

@@ -16,7 +16,7 @@ import logging
 import os
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from pathlib import Path
 
@@ -117,16 +117,30 @@ class PinSet:
             InvalidKey: If ``key`` is unsafe.
             RuntimeError: If the set is closed.
         """
-        self._validate(key)
-        line = (json.dumps(key) + "\n").encode("utf-8")
+        self.add_many((key,))
+
+    def add_many(self, keys: Iterable[str]) -> None:
+        """Pin every key of ``keys`` until the set is closed: one record write for them all.
+
+        Raises:
+            InvalidKey: If any key is unsafe (then none is added).
+            RuntimeError: If the set is closed.
+        """
+        keys = list(keys)
+        for key in keys:
+            self._validate(key)
         with self._lock:
             if self._fd is None:
                 raise RuntimeError("this pin set is closed")
-            if key in self._keys:
+            new = [key for key in dict.fromkeys(keys) if key not in self._keys]
+            if not new:
                 return
+            record = "".join(json.dumps(key) + "\n" for key in new).encode("utf-8")
             with locked(self._pins_lock, fcntl.LOCK_SH):
-                os.write(self._fd, line)
-            self._keys.add(key)
+                written = 0
+                while written < len(record):  # O_APPEND: one write, unless interrupted
+                    written += os.write(self._fd, record[written:])
+            self._keys.update(new)
 
     def close(self) -> None:
         """Release every pin (idempotent)."""

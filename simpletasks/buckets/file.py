@@ -2,7 +2,8 @@
 
 Object ``a/b.dat`` is the file ``<dir>/a/b.dat``. Writes go to a temporary file next to the
 target (named ``.<name>.tmp-<12 hex>``) and are moved into place with :func:`os.replace`, so a
-reader never sees half an object; :meth:`FileBucket.list` skips such temporary files.
+reader never sees half an object; :meth:`FileBucket.list` skips such temporary files, and a
+download to a path that has such a name (a cache's temp file) writes it in place.
 
 This module also holds the small helpers the other bucket backends share:
 :func:`atomic_path` (write a local file whole or not at all) and :func:`validate_prefix`.
@@ -47,10 +48,23 @@ def atomic_path(path: Path) -> Iterator[Path]:
     The parent directory of ``path`` is created if missing. If the block raises, the
     temporary file is removed and ``path`` is left as it was (absent, or its old content).
 
+    A ``path`` whose name is itself a temporary name (:func:`is_temp_name`) is private to
+    its writer until someone renames it (a cache entry being filled is written there), so
+    it is yielded as it is: no second temporary file, no rename, no ``mkdir``; if the block
+    raises, it is removed.
+
     Args:
         path: The file to write whole.
     """
     path = Path(path)
+    if is_temp_name(path.name):
+        try:
+            yield path
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            raise
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / temp_name(path.name)
     try:
