@@ -8,11 +8,14 @@ usual Google settings (Application Default Credentials, a VM's service account),
 library; ``STORAGE_EMULATOR_HOST`` points it at an emulator. A ready client can be injected
 with ``client=``.
 
-Downloads are verified against the object's metadata, read first and pinned by generation:
-the bytes written must have the object's size and CRC32C. We compute the CRC32C ourselves
-while writing, because the library skips its own check for chunked downloads and after a
-resumed (ranged) retry. Downloads are raw: an object stored gzip-encoded arrives as
-stored, not decompressed. Uploads send a CRC32C that the server checks.
+Downloads are verified: the bytes written must have the object's CRC32C, which we compute
+ourselves while writing (the library skips its own check for chunked downloads and after a
+resumed, ranged retry). Without ``chunk_size`` a download is one GET, checked against the
+CRC32C in its answer's ``X-Goog-Hash`` header (a resumed retry reads the same generation);
+with ``chunk_size``, or when an answer carries no hash, the object's metadata is read and
+the bytes must have its size and CRC32C too, the download pinned to that generation.
+Downloads are raw: an object stored gzip-encoded arrives as stored, not decompressed.
+Uploads send a CRC32C that the server checks.
 """
 
 from __future__ import annotations
@@ -267,13 +270,48 @@ class GCSBucket:
 
     def _download_verified(self, key: str, name: str, dest: BinaryIO) -> int:
         """Download the current generation of object ``name`` into ``dest``; return its size."""
+        if self.chunk_size is None:
+            size = self._download_one_request(key, name, dest)
+            if size is not None:
+                return size
+        return self._download_pinned(key, name, dest)
+
+    def _download_one_request(self, key: str, name: str, dest: BinaryIO) -> int | None:
+        """Download in one GET, checked against the CRC32C its answer carries (``X-Goog-Hash``).
+
+        One GET serves one generation (a resumed retry asks for the rest of the same one),
+        and the library reads that generation and its hashes from the answer's headers. If
+        the answer has no CRC32C, the object's metadata is read instead and the bytes are
+        checked against it if it is still the generation served; otherwise ``dest`` is
+        rewound and ``None`` returned (then :meth:`_download_pinned` runs).
+        """
+        blob = self._bucket.blob(name)
+        writer = _VerifyingWriter(dest)
+        try:
+            blob.download_to_file(writer, raw_download=True, checksum=None)
+        except gexc.NotFound:
+            raise self._missing(key) from None
+        if blob.crc32c is not None:
+            self._check(key, writer, None, blob.crc32c)
+            return writer.size
+        served = blob.generation
+        meta = self._bucket.get_blob(name)
+        if meta is None or served is None or int(meta.generation or 0) != int(served):
+            if writer.rewind():  # replaced or deleted since: read it again, pinned
+                logger.debug("%s/%s changed during download; again", self.url, key)
+                return None
+            raise IntegrityError(f"{self.url}: object {key!r} changed during download")
+        self._check(key, writer, int(meta.size or 0), meta.crc32c)
+        return writer.size
+
+    def _download_pinned(self, key: str, name: str, dest: BinaryIO) -> int:
+        """Read the metadata, then download that generation (chunked, if ``chunk_size``)."""
         for attempt in range(1, _DOWNLOAD_ATTEMPTS + 1):
             # Size, CRC32C and generation; the download is pinned to that generation (GCS
             # answers 412 if it was replaced; fake-gcs-server ignores the condition).
             blob = self._bucket.get_blob(name, chunk_size=self.chunk_size)
             if blob is None:
                 raise self._missing(key)
-            expected_size, expected_crc = int(blob.size or 0), blob.crc32c
             writer = _VerifyingWriter(dest)
             try:
                 blob.download_to_file(
@@ -289,19 +327,25 @@ class GCSBucket:
                 raise IntegrityError(
                     f"{self.url}: object {key!r} kept changing during download"
                 ) from None
-            if writer.size != expected_size:
-                raise IntegrityError(
-                    f"{self.url}: object {key!r} size mismatch: expected {expected_size} "
-                    f"bytes, got {writer.size}"
-                )
-            got_crc = writer.digest()
-            if expected_crc is not None and got_crc != expected_crc:
-                raise IntegrityError(
-                    f"{self.url}: object {key!r} CRC32C mismatch: expected {expected_crc}, "
-                    f"got {got_crc}"
-                )
-            return expected_size
+            self._check(key, writer, int(blob.size or 0), blob.crc32c)
+            return writer.size
         raise self._missing(key)  # pragma: no cover - the loop returns or raises
+
+    def _check(
+        self, key: str, writer: _VerifyingWriter, size: int | None, crc32c: str | None
+    ) -> None:
+        """Raise IntegrityError unless the bytes written have ``size`` and ``crc32c`` (if
+        known)."""
+        if size is not None and writer.size != size:
+            raise IntegrityError(
+                f"{self.url}: object {key!r} size mismatch: expected {size} "
+                f"bytes, got {writer.size}"
+            )
+        got_crc = writer.digest()
+        if crc32c is not None and got_crc != crc32c:
+            raise IntegrityError(
+                f"{self.url}: object {key!r} CRC32C mismatch: expected {crc32c}, got {got_crc}"
+            )
 
     def upload(self, path: Path, key: str) -> None:
         """Upload the local file ``path`` as object ``key`` (resumable above 8 MiB).

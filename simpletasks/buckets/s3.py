@@ -7,7 +7,8 @@ endpoint and region come from the usual AWS settings (``AWS_ENDPOINT_URL``,
 them, or a ready client can be injected with ``client=``.
 
 Downloads are verified: the file's size must equal the object's ``ContentLength`` and, when
-the ETag is a plain MD5 (single-part upload, no SSE-KMS/SSE-C), the file's MD5 must equal it.
+the ETag is a plain MD5 (single-part upload, no SSE-KMS/SSE-C), the file's MD5 must equal it
+(computed from the bytes as they are written, for an object below the multipart threshold).
 """
 
 from __future__ import annotations
@@ -58,6 +59,18 @@ def file_md5(path: Path) -> str:
     """Return the hex MD5 digest of the file at ``path``."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "md5").hexdigest()
+
+
+def _etag(head: dict[str, Any]) -> str:
+    return str(head.get("ETag", "")).strip('"').lower()
+
+
+def _plain_md5(head: dict[str, Any]) -> bool:
+    """Whether the object's ETag is its MD5 (single-part upload, no SSE-KMS/SSE-C)."""
+    encrypted = str(head.get("ServerSideEncryption", "")).startswith("aws:kms") or bool(
+        head.get("SSECustomerAlgorithm")
+    )
+    return not encrypted and _MD5_ETAG.match(_etag(head)) is not None
 
 
 def _error_code(exc: ClientError) -> str:
@@ -196,8 +209,9 @@ class S3Bucket:
         """Download object ``key`` to ``path``, whole and verified.
 
         An object up to the multipart threshold comes in one ranged ``GetObject`` (its size
-        and ETag from that answer); a larger one with a ``HeadObject`` then boto3's managed
-        (multipart, threaded) transfer.
+        and ETag from that answer), checked from the bytes as they are written; a larger
+        one with a ``HeadObject`` then boto3's managed (multipart, threaded) transfer, and
+        the file is read back for its MD5 if the ETag is one.
 
         Raises:
             KeyNotFound: If the object (or the bucket) does not exist.
@@ -205,8 +219,8 @@ class S3Bucket:
         """
         full = self._full(key)
         with atomic_path(Path(path)) as tmp:
-            head = self._get_small(key, full, tmp)
-            if head is None:
+            size = self._get_small(key, full, tmp)
+            if size is None:
                 head = self._head(key, full)
                 try:
                     self.client.download_file(
@@ -216,12 +230,12 @@ class S3Bucket:
                     if _error_code(exc) in _NOT_FOUND:
                         raise self._not_found(key, exc) from None
                     raise
-            expected_size = self._verify(key, tmp, head)
-        logger.debug("downloaded %s/%s to %s (%d bytes)", self.url, key, path, expected_size)
+                size = self._verify(key, tmp, head)
+        logger.debug("downloaded %s/%s to %s (%d bytes)", self.url, key, path, size)
 
-    def _get_small(self, key: str, full: str, tmp: Path) -> dict[str, Any] | None:
+    def _get_small(self, key: str, full: str, tmp: Path) -> int | None:
         """Write the object to ``tmp`` with one ranged GET if it is below the multipart
-        threshold, and return its metadata; ``None`` (nothing written) if it is larger."""
+        threshold, verified, and return its size; ``None`` (nothing written) if larger."""
         limit = max(1, int(self.transfer_config.multipart_threshold))
         try:
             answer = self.client.get_object(
@@ -239,31 +253,44 @@ class S3Bucket:
         if size > limit:
             body.close()
             return None
+        md5 = hashlib.md5(usedforsecurity=False) if _plain_md5(answer) else None
+        got = 0
         with open(tmp, "wb") as f:
             for chunk in body.iter_chunks(1 << 20):
                 f.write(chunk)
-        return {**answer, "ContentLength": size}
+                got += len(chunk)
+                if md5 is not None:
+                    md5.update(chunk)
+        self._check(key, answer, size, got, None if md5 is None else md5.hexdigest())
+        return size
 
     def _verify(self, key: str, tmp: Path, head: dict[str, Any]) -> int:
         """Check the downloaded file's size and (plain ETag) MD5; return the size."""
         expected_size = int(head["ContentLength"])
-        etag = str(head.get("ETag", "")).strip('"').lower()
-        encrypted = head.get("ServerSideEncryption", "").startswith("aws:kms") or bool(
-            head.get("SSECustomerAlgorithm")
-        )
         got_size = tmp.stat().st_size
+        got_md5 = file_md5(tmp) if got_size == expected_size and _plain_md5(head) else None
+        self._check(key, head, expected_size, got_size, got_md5)
+        return expected_size
+
+    def _check(
+        self,
+        key: str,
+        head: dict[str, Any],
+        expected_size: int,
+        got_size: int,
+        got_md5: str | None,
+    ) -> None:
+        """Raise IntegrityError unless the size (and the MD5, if known) match the object's."""
         if got_size != expected_size:
             raise IntegrityError(
                 f"{self.url}: object {key!r} size mismatch: expected {expected_size} "
                 f"bytes, got {got_size}"
             )
-        if _MD5_ETAG.match(etag) and not encrypted:
-            got_md5 = file_md5(tmp)
-            if got_md5 != etag:
-                raise IntegrityError(
-                    f"{self.url}: object {key!r} MD5 mismatch: expected {etag}, got {got_md5}"
-                )
-        return expected_size
+        etag = _etag(head)
+        if got_md5 is not None and got_md5 != etag:
+            raise IntegrityError(
+                f"{self.url}: object {key!r} MD5 mismatch: expected {etag}, got {got_md5}"
+            )
 
     def upload(self, path: Path, key: str) -> None:
         """Upload the local file ``path`` as object ``key`` (multipart when large)."""

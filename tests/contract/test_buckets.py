@@ -487,17 +487,63 @@ def test_s3_large_object_goes_multipart_and_verifies_by_size(
     assert (work / "out").read_bytes() == data
 
 
+def _corrupt_get_object(
+    client: Any, monkeypatch: pytest.MonkeyPatch, change: Callable[[dict[str, Any], bytes], bytes]
+) -> None:
+    """Make ``client.get_object`` answer other bytes (``change(answer, data)``), as a bad
+    network or disk would, the headers (ETag, lengths) unchanged unless ``change`` edits them."""
+    from botocore.response import StreamingBody
+
+    real_get_object = client.get_object
+
+    def get_object(**kwargs: Any) -> dict[str, Any]:
+        answer: dict[str, Any] = real_get_object(**kwargs)
+        data = change(answer, answer["Body"].read())
+        answer["Body"] = StreamingBody(io.BytesIO(data), len(data))
+        return answer
+
+    monkeypatch.setattr(client, "get_object", get_object)
+
+
 def test_s3_md5_mismatch_raises_integrity_error_and_leaves_no_file(
     s3_target: Target, work: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import simpletasks.buckets.s3 as s3_module
+    import hashlib
 
     bucket = s3_target.open()
     bucket.upload_fileobj(io.BytesIO(b"payload"), "k")
+    _corrupt_get_object(bucket.client, monkeypatch, lambda answer, data: b"X" + data[1:])  # type: ignore[attr-defined]
+    expected, got = hashlib.md5(b"payload").hexdigest(), hashlib.md5(b"Xayload").hexdigest()
+    with pytest.raises(IntegrityError, match=f"'k' MD5 mismatch: expected {expected}, got {got}"):
+        bucket.download("k", work / "out")
+    assert os.listdir(work) == []
+
+
+def test_s3_md5_of_a_large_object_is_read_back_from_the_file(
+    s3_client: Any, work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from boto3.s3.transfer import TransferConfig
+
+    import simpletasks.buckets.s3 as s3_module
+    from simpletasks.buckets.s3 import S3Bucket
+
+    config = TransferConfig(multipart_threshold=1024, multipart_chunksize=5 * MiB)
+    bucket = S3Bucket(_unique("md5"), client=s3_client, transfer_config=config, create=True)
+    s3_client.put_object(Bucket=bucket.bucket, Key="k", Body=b"x" * 5000)  # one part: MD5 ETag
+    checked: list[Path] = []
+    real_file_md5 = s3_module.file_md5
+
+    def recorded(path: Path) -> str:
+        checked.append(path)
+        return real_file_md5(path)
+
+    monkeypatch.setattr(s3_module, "file_md5", recorded)
+    bucket.download("k", work / "ok")  # above the threshold: managed transfer, then read back
+    assert len(checked) == 1 and (work / "ok").read_bytes() == b"x" * 5000
     monkeypatch.setattr(s3_module, "file_md5", lambda path: "0" * 32)
     with pytest.raises(IntegrityError, match=r"'k' MD5 mismatch: expected [0-9a-f]{32}, got 0{32}"):
         bucket.download("k", work / "out")
-    assert os.listdir(work) == []
+    assert os.listdir(work) == ["ok"]
 
 
 def test_s3_size_mismatch_raises_integrity_error(
@@ -510,14 +556,12 @@ def test_s3_size_mismatch_raises_integrity_error(
     def lying_head(key: str, full: str) -> dict[str, Any]:
         return {**real_head(key, full), "ContentLength": 999}
 
-    real_get = bucket._get_small  # type: ignore[attr-defined]
-
-    def lying_get(key: str, full: str, tmp: Path) -> dict[str, Any] | None:
-        head = real_get(key, full, tmp)
-        return None if head is None else {**head, "ContentLength": 999}
+    def lying_range(answer: dict[str, Any], data: bytes) -> bytes:
+        answer["ContentRange"] = f"bytes 0-{len(data) - 1}/999"
+        return data
 
     monkeypatch.setattr(bucket, "_head", lying_head)  # objects above the multipart threshold
-    monkeypatch.setattr(bucket, "_get_small", lying_get)  # the others: one ranged GET
+    _corrupt_get_object(bucket.client, monkeypatch, lying_range)  # type: ignore[attr-defined]
     with pytest.raises(IntegrityError, match="'k' size mismatch: expected 999 bytes, got 7"):
         bucket.download("k", work / "out")
     assert os.listdir(work) == []

@@ -1,14 +1,18 @@
 """GCS-specific behaviour of the ``gs://`` bucket, on fake-gcs-server.
 
 The shared bucket contract runs on ``gs://`` in tests/contract/test_buckets.py; this module
-covers CRC32C and size verification, missing buckets, large objects and the emulator.
+covers CRC32C and size verification (one GET checked against its answer's hash; metadata
+first with ``chunk_size`` or when the answer has no hash), missing buckets, large objects
+and the emulator.
 URL parsing is in tests/unit/test_gcs_bucket.py.
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +31,7 @@ from simpletasks.errors import (
 )
 
 try:
+    import google_crc32c
     from google.auth.credentials import AnonymousCredentials
 
     from simpletasks.buckets import gcs as gcs_module
@@ -168,24 +173,182 @@ def test_corrupted_object_fails_crc32c_and_leaves_no_file(
         bucket.download_fileobj("d/k", io.BytesIO())
 
 
-def test_crc32c_mismatch_reported_with_both_values(
+@pytest.fixture
+def chunked(client: Any) -> GCSBucket:
+    """A fresh bucket under ``p`` with ``chunk_size`` set: metadata first, then a pinned read."""
+    name = _unique("chunked")
+    client.create_bucket(name)
+    return GCSBucket.from_url(f"gs://{name}/p", client=client, chunk_size=256 * 1024)
+
+
+@pytest.fixture
+def no_hash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Media answers carry no ``X-Goog-Hash`` (as from a server that sends none)."""
+    from google.cloud.storage import Blob
+
+    real_extract = Blob._extract_headers_from_download
+
+    def without_hash(self: Blob, response: Any) -> None:
+        real_extract(self, response)
+        self._properties["crc32c"] = None
+        self._properties["md5Hash"] = None
+
+    monkeypatch.setattr(Blob, "_extract_headers_from_download", without_hash)
+
+
+def _count_get_blob(bucket: GCSBucket, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the metadata reads of ``bucket``."""
+    raw = bucket._bucket
+    real_get_blob = raw.get_blob
+    calls: list[str] = []
+
+    def get_blob(name: str, **kwargs: Any) -> Any:
+        calls.append(name)
+        return real_get_blob(name, **kwargs)
+
+    monkeypatch.setattr(raw, "get_blob", get_blob)
+    return calls
+
+
+def _corrupt_in_transit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first byte of every media answer arrives changed (the headers are intact)."""
+    from google.cloud.storage import Blob
+
+    real_download = Blob.download_to_file
+
+    class Flip:
+        def __init__(self, dest: Any) -> None:
+            self.dest, self.first = dest, True
+
+        def write(self, data: bytes) -> int:
+            if self.first and data:
+                data, self.first = b"X" + data[1:], False
+            return int(self.dest.write(data))
+
+    def corrupted(self: Blob, file_obj: Any, **kwargs: Any) -> None:
+        real_download(self, Flip(file_obj), **kwargs)
+
+    monkeypatch.setattr(Blob, "download_to_file", corrupted)
+
+
+def test_one_request_per_download_without_chunk_size(
     bucket: GCSBucket, work: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bucket.upload_fileobj(io.BytesIO(b"payload"), "k")
+    metadata_reads = _count_get_blob(bucket, monkeypatch)
+    bucket.download("k", work / "out")
+    out = io.BytesIO()
+    bucket.download_fileobj("k", out)
+    assert (work / "out").read_bytes() == out.getvalue() == b"payload"
+    assert metadata_reads == []  # size, CRC32C and generation came with the media
+
+
+@pytest.mark.parametrize("which", ["one-request", "chunked"])
+def test_bytes_corrupted_in_transit_fail_crc32c_and_leave_no_file(
+    bucket: GCSBucket, chunked: GCSBucket, work: Path, monkeypatch: pytest.MonkeyPatch, which: str
+) -> None:
+    target = bucket if which == "one-request" else chunked
+    target.upload_fileobj(io.BytesIO(b"payload"), "k")
+    _corrupt_in_transit(monkeypatch)
+    got = base64.b64encode(google_crc32c.Checksum(b"Xayload").digest()).decode()
+    expected = f"gs://.*/p: object 'k' CRC32C mismatch: expected 9ONpcA==, got {re.escape(got)}"
+    with pytest.raises(IntegrityError, match=expected):
+        target.download("k", work / "out")
+    assert os.listdir(work) == []
+    with pytest.raises(IntegrityError, match=expected):
+        target.download_fileobj("k", io.BytesIO())
+
+
+@pytest.mark.parametrize("which", ["one-request", "chunked"])
+def test_crc32c_mismatch_reported_with_both_values(
+    bucket: GCSBucket, chunked: GCSBucket, work: Path, monkeypatch: pytest.MonkeyPatch, which: str
+) -> None:
+    target = bucket if which == "one-request" else chunked
+    target.upload_fileobj(io.BytesIO(b"payload"), "k")
     monkeypatch.setattr(gcs_module._VerifyingWriter, "digest", lambda self: "AAAAAA==")
     with pytest.raises(
         IntegrityError,
         match=r"gs://.*/p: object 'k' CRC32C mismatch: expected 9ONpcA==, got AAAAAA==",
     ):
-        bucket.download("k", work / "out")
+        target.download("k", work / "out")
     assert os.listdir(work) == []
 
 
-def test_size_mismatch_raises_integrity_error(
+def test_missing_object_in_one_request(
     bucket: GCSBucket, work: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    metadata_reads = _count_get_blob(bucket, monkeypatch)
+    with pytest.raises(KeyNotFound, match=r"no object 'd/k' in gs://.*/p"):
+        bucket.download("d/k", work / "out")
+    with pytest.raises(KeyNotFound, match="no object 'd/k'"):
+        bucket.download_fileobj("d/k", io.BytesIO())
+    assert metadata_reads == []
+    assert os.listdir(work) == []
+
+
+def test_answers_without_hash_are_checked_against_the_metadata(
+    bucket: GCSBucket, work: Path, monkeypatch: pytest.MonkeyPatch, no_hash: None
+) -> None:
     bucket.upload_fileobj(io.BytesIO(b"payload"), "k")
+    metadata_reads = _count_get_blob(bucket, monkeypatch)
+    bucket.download("k", work / "out")
+    assert (work / "out").read_bytes() == b"payload"
+    assert metadata_reads == ["p/k"]  # the same generation as served: its CRC32C checked
+    _corrupt_in_transit(monkeypatch)
+    with pytest.raises(IntegrityError, match="'k' CRC32C mismatch: expected 9ONpcA==, got"):
+        bucket.download("k", work / "bad")
+    assert os.listdir(work) == ["out"]
+
+
+def test_answer_without_hash_then_replaced_is_read_again_pinned(
+    bucket: GCSBucket, work: Path, monkeypatch: pytest.MonkeyPatch, no_hash: None
+) -> None:
+    bucket.upload_fileobj(io.BytesIO(b"old payload"), "k")
     raw = bucket._bucket
+    real_get_blob = raw.get_blob
+    calls: list[str] = []
+
+    def replace_first(name: str, **kwargs: Any) -> Any:
+        calls.append(name)
+        if len(calls) == 1:  # after the first GET: a new generation
+            raw.blob(name).upload_from_string(b"new payload!")
+        return real_get_blob(name, **kwargs)
+
+    monkeypatch.setattr(raw, "get_blob", replace_first)
+    bucket.download("k", work / "out")
+    assert (work / "out").read_bytes() == b"new payload!"
+    assert calls == ["p/k", "p/k"]  # the metadata, then the pinned read's metadata
+    calls.clear()
+
+    class Pipe(io.RawIOBase):  # cannot rewind what it passed on
+        def __init__(self) -> None:
+            self.got = b""
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, data: Any) -> int:
+            self.got += bytes(data)
+            return len(data)
+
+    with pytest.raises(IntegrityError, match="object 'k' changed during download"):
+        bucket.download_fileobj("k", Pipe())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("which", ["chunked", "no-hash"])
+def test_size_mismatch_raises_integrity_error(
+    request: pytest.FixtureRequest,
+    bucket: GCSBucket,
+    chunked: GCSBucket,
+    work: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    which: str,
+) -> None:
+    if which == "no-hash":
+        request.getfixturevalue("no_hash")
+    target = chunked if which == "chunked" else bucket
+    target.upload_fileobj(io.BytesIO(b"payload"), "k")
+    raw = target._bucket
     real_get_blob = raw.get_blob
 
     def lying_get_blob(name: str, **kwargs: Any) -> Any:
@@ -195,13 +358,14 @@ def test_size_mismatch_raises_integrity_error(
 
     monkeypatch.setattr(raw, "get_blob", lying_get_blob)
     with pytest.raises(IntegrityError, match="'k' size mismatch: expected 999 bytes, got 7"):
-        bucket.download("k", work / "out")
+        target.download("k", work / "out")
     assert os.listdir(work) == []
 
 
 def test_object_deleted_between_metadata_and_media(
-    bucket: GCSBucket, work: Path, monkeypatch: pytest.MonkeyPatch
+    chunked: GCSBucket, work: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    bucket = chunked
     bucket.upload_fileobj(io.BytesIO(b"payload"), "k")
     raw = bucket._bucket
     real_get_blob = raw.get_blob
@@ -222,13 +386,14 @@ def test_object_deleted_between_metadata_and_media(
 
 
 def test_object_replaced_during_download_is_read_again(
-    bucket: GCSBucket, work: Path, monkeypatch: pytest.MonkeyPatch
+    chunked: GCSBucket, work: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Real GCS answers 412 when the pinned generation was replaced; fake-gcs-server ignores
     # ifGenerationMatch on media reads, so the 412 is simulated after half a download.
     from google.api_core import exceptions as gexc
     from google.cloud.storage import Blob
 
+    bucket = chunked
     bucket.upload_fileobj(io.BytesIO(b"payload"), "k")
     real_download = Blob.download_to_file
     generations: list[Any] = []
@@ -252,11 +417,12 @@ def test_object_replaced_during_download_is_read_again(
 
 
 def test_object_that_keeps_changing_is_an_integrity_error(
-    bucket: GCSBucket, work: Path, monkeypatch: pytest.MonkeyPatch
+    chunked: GCSBucket, work: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from google.api_core import exceptions as gexc
     from google.cloud.storage import Blob
 
+    bucket = chunked
     bucket.upload_fileobj(io.BytesIO(b"payload"), "k")
 
     def always_replaced(self: Blob, file_obj: Any, **kwargs: Any) -> None:
