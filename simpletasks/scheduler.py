@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from simpletasks.message import TaskMessage
-from simpletasks.queues import QueueService
+from simpletasks.queues import QueueService, _checks, _common
 
 logger = logging.getLogger(__name__)
 
@@ -21,8 +21,11 @@ def schedule(
 ) -> int:
     """Send ``tasks`` to ``queue`` in batches of its ``max_batch`` on ``threads`` threads.
 
-    Messages given as strings are validated first (:meth:`TaskMessage.from_json`), so
-    nothing is sent when any of them is malformed.
+    Every message is checked before any is sent, so nothing is sent when one of them is
+    malformed: strings are parsed (:meth:`TaskMessage.from_json`), and every body is held to
+    what queues accept (characters, and the queue's ``max_body_bytes``). The batches are
+    then handed to ``send_batch`` as already checked, so the backend does not check the
+    characters again.
 
     Args:
         queue: The task queue.
@@ -35,10 +38,18 @@ def schedule(
 
     Raises:
         MessageError: If a string message is malformed (nothing is sent).
+        TypeError: If a message is neither a ``TaskMessage`` nor a ``str`` (nothing is sent).
+        ValueError: If a body has a character queues reject or is larger than the queue's
+            ``max_body_bytes``; ``bodies[i]`` in the message is its index in ``tasks``
+            (nothing is sent).
     """
     bodies = [t.to_json() if isinstance(t, TaskMessage) else _checked(t) for t in tasks]
+    _checks.check_bodies(bodies)  # all of them, before any batch is sent
+    _common.check_sizes(bodies, queue.capabilities.max_body_bytes, f"queue {queue.url}")
     size = max(1, queue.capabilities.max_batch)
-    batches: list[Sequence[str]] = [bodies[i : i + size] for i in range(0, len(bodies), size)]
+    batches: list[Sequence[str]] = [
+        _checks.CheckedBodies(bodies[i : i + size]) for i in range(0, len(bodies), size)
+    ]
     bar = None
     if progress:
         from tqdm import tqdm

@@ -59,8 +59,25 @@ def check_body(body: Any, what: str = "body") -> str:
     return body
 
 
+class CheckedBodies(list[str]):
+    """A batch whose every body already passed :func:`check_body`: :func:`check_bodies`
+    returns it as it is.
+
+    Internal: the scheduler checks all the bodies of a schedule before sending any, then
+    hands its batches down as ``CheckedBodies`` so that no backend checks them again. Only
+    code that ran :func:`check_body` on every entry itself may make one; a plain list or
+    any other sequence passed to ``send_batch`` is always checked. Backends still check
+    sizes against their own limit (:func:`~simpletasks.queues._common.check_size`).
+    """
+
+
 def check_bodies(bodies: Sequence[str]) -> list[str]:
-    """Check every body of a batch before any is sent; return them as a list."""
+    """Check every body of a batch before any is sent; return them as a list.
+
+    A :class:`CheckedBodies` is returned unchanged (its bodies were checked by its maker).
+    """
+    if type(bodies) is CheckedBodies:
+        return bodies
     if isinstance(bodies, str | bytes):
         raise TypeError("bodies must be a sequence of str, not a single str or bytes")
     return [check_body(body, f"bodies[{i}]") for i, body in enumerate(bodies)]

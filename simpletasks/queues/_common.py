@@ -73,6 +73,20 @@ def check_size(body: str, max_bytes: int | None, what: str, where: str) -> bytes
     return data
 
 
+def check_sizes(bodies: Sequence[str], max_bytes: int | None, where: str) -> None:
+    """Raise ``ValueError`` (as :func:`check_size`) for the first body over ``max_bytes``.
+
+    Only bodies that might be over the limit are encoded (a code point is at most four
+    bytes of UTF-8), so checking many small bodies costs little.
+    """
+    if max_bytes is None:
+        return
+    sure = max_bytes // 4  # a body of at most this many characters fits
+    for i, body in enumerate(bodies):
+        if len(body) > sure:
+            check_size(body, max_bytes, f"bodies[{i}]", where)
+
+
 def poll(
     attempt: Callable[[], list[_T]],
     wait_seconds: float,

@@ -17,6 +17,7 @@ import pytest
 
 from simpletasks.emulators.moto import MotoServer
 from simpletasks.errors import ConfigError, UnsupportedScheme
+from simpletasks.message import BasicInfo, TaskMessage
 from simpletasks.queues import (
     Message,
     QueueCapabilities,
@@ -27,6 +28,7 @@ from simpletasks.queues import (
 )
 from simpletasks.queues.memory import MemoryQueue
 from simpletasks.queues.priority import Fifo, PriorityQueue
+from simpletasks.scheduler import schedule
 
 BACKENDS = ["mem", "file", "sqs", "amqp", "pubsub", "priority"]
 MOTO_STALE_HANDLES = (
@@ -477,6 +479,23 @@ def test_send_batch_checks_every_body_before_sending_any(queue: QueueService) ->
     assert_nothing_left(queue)  # "fine", "one" and "two" were not sent
 
 
+def test_schedule_sends_every_message_once(queue: QueueService) -> None:
+    n = 2 * queue.capabilities.max_batch + 3 if queue.capabilities.max_batch <= 100 else 230
+    assert schedule(queue, [TaskMessage(BasicInfo(i, "NO_OP", "")) for i in range(n)]) == n
+    got = drain(queue, n, timeout=30)
+    assert sorted(TaskMessage.from_json(m.body).basic_info.id for m in got) == list(range(n))
+    assert len({m.id for m in got}) == n
+    assert_nothing_left(queue)
+
+
+def test_schedule_sends_nothing_when_a_late_message_is_bad(queue: QueueService) -> None:
+    good = [TaskMessage(BasicInfo(i, "NO_OP", "")) for i in range(queue.capabilities.max_batch)]
+    with pytest.raises(ValueError, match=r"bodies\[\d+\] contains character U\+FFFF"):
+        schedule(queue, [*good, TaskMessage(BasicInfo(0, "NO\uffffOP", ""))], threads=1)
+    assert_counts(queue, 0, 0)
+    assert_nothing_left(queue)  # not even the first batch went
+
+
 def test_settling_a_foreign_message_is_rejected(queue: QueueService) -> None:
     foreign = Message(id="m-1", body="x")
     settlers = (
@@ -783,3 +802,31 @@ def test_sqs_extend_many_returns_lost_leases_and_reports_other_failures(
     flaky.failures.clear()
     assert queue.extend_many([], 10) == []
     queue.ack_many(got[:1] + got[2:12] + back)
+
+
+# Pub/Sub specifics (emulator)
+
+
+def test_pubsub_send_batch_of_several_publish_requests_delivers_each_once(
+    pubsub_emulator: Any,
+) -> None:
+    from simpletasks.queues.pubsub import PubSubQueue
+
+    url = f"pubsub://{pubsub_emulator.project}/contract-{uuid.uuid4().hex[:12]}"
+    queue = open_queue(url, create=True, emulator_host=pubsub_emulator.host_port)
+    try:
+        assert isinstance(queue, PubSubQueue) and queue._raw_publisher is not None
+        bodies = [f"m{i}" for i in range(2100)]  # requests of 1000, 1000 and 100
+        queue.send_batch(bodies)
+        got: list[Message] = []
+        deadline = time.monotonic() + 30
+        while len(got) < len(bodies) and time.monotonic() < deadline:
+            batch = queue.receive(1000, wait_seconds=1, lease_seconds=60)
+            got += batch
+            queue.ack_many(batch)
+        assert sorted(m.body for m in got) == sorted(bodies)
+        assert len({m.id for m in got}) == len(bodies)
+        assert_nothing_left(queue)
+    finally:
+        queue.delete(topic=True)  # type: ignore[attr-defined]
+        queue.close()
