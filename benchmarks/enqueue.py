@@ -7,7 +7,10 @@ round; ``--messages`` no-op task messages (built beforehand, the same JSON for e
   threads) vs raw boto3 ``send_message_batch`` of 10 on 4 threads;
 * **Pub/Sub** (the emulator started here): ``schedule`` (batches of 1,000) vs the official
   ``PublisherClient.publish`` of every message, then waiting for all futures (its own
-  batching, the same ``BATCH_SETTINGS``);
+  batching, the same ``BATCH_SETTINGS``: ``raw_publish``, the target's baseline), and, for
+  reference, the generated (GAPIC) client's ``publish`` RPC with 1,000 messages a request
+  (``raw_publish_requests``: what ``send_batch`` does, through the official client's
+  proto-plus types);
 * **RabbitMQ** (127.0.0.1:5672): ``schedule`` (batches of 100, confirmed once per batch) vs
   raw pika publishing batches of 100 persistent messages on a confirm channel and waiting for
   the confirms once per batch (``raw_confirm_batch``), and, for reference, without confirms
@@ -80,6 +83,11 @@ def sqs_bench() -> Iterator[dict[str, Runner]]:
 
 @contextlib.contextmanager
 def pubsub_bench() -> Iterator[dict[str, Runner]]:
+    import grpc
+    from google.pubsub_v1 import PublisherClient as GapicPublisher
+    from google.pubsub_v1 import PubsubMessage
+    from google.pubsub_v1.services.publisher.transports.grpc import PublisherGrpcTransport
+
     from simpletasks.emulators.pubsub import PubSubEmulator
     from simpletasks.queues import _pubsub_admin as admin
     from simpletasks.queues.pubsub import PubSubQueue
@@ -102,11 +110,28 @@ def pubsub_bench() -> Iterator[dict[str, Runner]]:
             for future in futures:
                 future.result(timeout=120)
 
+        def raw_requests(bodies: list[str]) -> None:
+            topic = fresh().topic_path
+            for start in range(0, len(bodies), 1000):
+                messages = [PubsubMessage(data=b.encode()) for b in bodies[start : start + 1000]]
+                answer = gapic.publish(topic=topic, messages=messages, timeout=120)
+                assert len(answer.message_ids) == len(messages)
+
+        gapic = GapicPublisher(
+            transport=PublisherGrpcTransport(
+                channel=grpc.insecure_channel(emulator.host_port), host=emulator.host_port
+            )
+        )
         try:
-            yield {"simpletasks_schedule": ours, "raw_publish": raw}
+            yield {
+                "simpletasks_schedule": ours,
+                "raw_publish": raw,
+                "raw_publish_requests": raw_requests,
+            }
         finally:
             subscriber.close()
             publisher.stop()
+            gapic.transport.close()
 
 
 @contextlib.contextmanager

@@ -73,6 +73,17 @@ def check_size(body: str, max_bytes: int | None, what: str, where: str) -> bytes
     return data
 
 
+def encode_bodies(bodies: Sequence[str], max_bytes: int | None, where: str) -> list[bytes]:
+    """Return already checked ``bodies`` as UTF-8, or raise as :func:`check_size` for the first
+    one over ``max_bytes`` (named ``bodies[i]``): :func:`check_size` for a whole batch."""
+    payloads = [body.encode("utf-8") for body in bodies]
+    if max_bytes is not None:
+        for i, data in enumerate(payloads):
+            if len(data) > max_bytes:
+                check_size(bodies[i], max_bytes, f"bodies[{i}]", where)
+    return payloads
+
+
 def check_sizes(bodies: Sequence[str], max_bytes: int | None, where: str) -> None:
     """Raise ``ValueError`` (as :func:`check_size`) for the first body over ``max_bytes``.
 

@@ -103,7 +103,8 @@ class RawPublisher:
         empty = size = _field_bytes(len(topic.encode()))  # PublishRequest{topic}
         start = 0
         for index, data in enumerate(payloads):
-            message = _field_bytes(_field_bytes(len(data)))  # + PubsubMessage{data} in messages
+            n = len(data)  # + PubsubMessage{data} in messages (the common case inline)
+            message = n + 4 if n < 126 else _field_bytes(_field_bytes(n))
             if index > start and (
                 index - start == MAX_MESSAGES or size + message > self._max_bytes
             ):

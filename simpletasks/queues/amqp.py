@@ -537,10 +537,14 @@ class AMQPQueue:
                 of that chunk may have been stored too; no later chunk was sent.
         """
         checked = _checks.check_bodies(bodies)
-        self._publish([self._check_size(body, f"bodies[{i}]") for i, body in enumerate(checked)])
+        self._publish(_common.encode_bodies(checked, MAX_BODY_BYTES, self._where))
+
+    @property
+    def _where(self) -> str:
+        return f"RabbitMQ queue {self.name!r}"
 
     def _check_size(self, body: str, what: str) -> bytes:
-        return _common.check_size(body, MAX_BODY_BYTES, what, f"RabbitMQ queue {self.name!r}")
+        return _common.check_size(body, MAX_BODY_BYTES, what, self._where)
 
     def _publish(self, payloads: list[bytes]) -> None:
         """Publish persistent messages, confirmed once per chunk of :data:`MAX_BATCH`.

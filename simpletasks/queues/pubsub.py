@@ -373,11 +373,15 @@ class PubSubQueue:
                 other body was published.
         """
         checked = _checks.check_bodies(bodies)
-        self._publish([self._check_size(body, f"bodies[{i}]") for i, body in enumerate(checked)])
+        limit = self.capabilities.max_body_bytes
+        self._publish(_common.encode_bodies(checked, limit, self._where))
+
+    @property
+    def _where(self) -> str:
+        return f"a Pub/Sub message to {self.topic_path}"
 
     def _check_size(self, body: str, what: str) -> bytes:
-        where = f"a Pub/Sub message to {self.topic_path}"
-        return _common.check_size(body, self.capabilities.max_body_bytes, what, where)
+        return _common.check_size(body, self.capabilities.max_body_bytes, what, self._where)
 
     def _publish(self, payloads: list[bytes]) -> None:
         if self.topic_path == admin.DELETED_TOPIC:

@@ -286,7 +286,9 @@ class SQSQueue:
                 every other body was sent.
         """
         checked = _checks.check_bodies(bodies)
-        sizes = [self._check_size(body, f"bodies[{i}]") for i, body in enumerate(checked)]
+        limit = self.capabilities.max_body_bytes
+        where = f"SQS queue {self.name!r}"
+        sizes = [len(data) for data in _common.encode_bodies(checked, limit, where)]
         entries = [{"MessageBody": body} for body in checked]
         failures = self._batches(self._client.send_message_batch, entries, sizes)
         self._raise_failures("sent to", failures, len(checked))

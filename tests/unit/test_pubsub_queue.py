@@ -169,7 +169,8 @@ def test_a_batch_is_published_in_requests_of_at_most_1000_messages() -> None:
 
 
 @pytest.mark.parametrize(
-    ("size", "limit"), [(1, 60), (1, 100), (100, 1000), (127, 1000), (128, 1000), (300, 1000)]
+    ("size", "limit"),
+    [(1, 60), (1, 100), (100, 1000), (125, 666), (126, 675), (127, 1000), (128, 1000), (300, 999)],
 )
 def test_requests_stay_within_the_byte_limit_and_are_filled(size: int, limit: int) -> None:
     channel = _Channel()
