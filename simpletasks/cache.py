@@ -159,15 +159,18 @@ class FileSystemCache:
                     os.mkdir(current, 0o755)
                 mode = os.lstat(current).st_mode
             if stat.S_ISLNK(mode):
-                raise InvalidKey(
-                    f"cache path {current} (for key {key!r}) is a symlink; the cache never "
-                    f"follows symlinks out of {self.root}"
-                )
+                raise self._symlink_error(current, key)
             if not last and not stat.S_ISDIR(mode):
                 raise InvalidKey(f"key {key!r} needs {current} to be a directory, not an entry")
             if last and stat.S_ISDIR(mode):
                 raise InvalidKey(f"key {key!r} names a directory of other entries in the cache")
         return mode
+
+    def _symlink_error(self, path: str, key: str) -> InvalidKey:
+        return InvalidKey(
+            f"cache path {path} (for key {key!r}) is a symlink; the cache never "
+            f"follows symlinks out of {self.root}"
+        )
 
     def _checked_path(self, key: str, *, create_parents: bool = False) -> Path:
         """Return :meth:`path` after checking that no component under root is a symlink."""
@@ -206,11 +209,14 @@ class FileSystemCache:
     def _touch_if_present(self, key: str, entry: str) -> bool:
         """:meth:`touch` for ``fill``: a missing entry costs one ``lstat``."""
         try:
-            os.lstat(entry)
+            mode = os.lstat(entry).st_mode
         except FileNotFoundError:  # (a symlinked parent is refused when the entry is committed)
             return False
-        if self._check_under_root(key) is None:
-            return False
+        self._check_under_root(key, final=False)  # its parents; the entry itself is here:
+        if stat.S_ISLNK(mode):
+            raise self._symlink_error(entry, key)
+        if stat.S_ISDIR(mode):
+            raise InvalidKey(f"key {key!r} names a directory of other entries in the cache")
         return self._stamp(entry)
 
     def keys(self) -> list[str]:

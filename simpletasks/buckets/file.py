@@ -14,8 +14,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import re
-import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,8 +32,13 @@ _COPY_BUFSIZE = 1024 * 1024
 
 
 def temp_name(name: str) -> str:
-    """Return a fresh temporary file name for a file that will be renamed to ``name``."""
-    return f".{name[:200]}.tmp-{secrets.token_hex(6)}"
+    """Return a fresh temporary file name for a file that will be renamed to ``name``.
+
+    The suffix is 48 random bits: it must be unique among the temp files that exist at
+    once, not secret, so it comes from :mod:`random` (reseeded in a forked child) rather
+    than a system call per name.
+    """
+    return f".{name[:200]}.tmp-{random.getrandbits(48):012x}"
 
 
 def is_temp_name(name: str) -> bool:

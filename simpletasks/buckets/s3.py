@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 MiB = 1024 * 1024
 _NOT_FOUND = frozenset({"404", "NoSuchKey", "NoSuchBucket", "NotFound"})
 _MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def default_transfer_config() -> TransferConfig:
@@ -255,12 +257,18 @@ class S3Bucket:
             return None
         md5 = hashlib.md5(usedforsecurity=False) if _plain_md5(answer) else None
         got = 0
-        with open(tmp, "wb") as f:
+        # os-level writes: a buffered file object costs three more system calls to open
+        fd = os.open(tmp, _WRITE_FLAGS, 0o666)
+        try:
             for chunk in body.iter_chunks(1 << 20):
-                f.write(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
                 got += len(chunk)
                 if md5 is not None:
                     md5.update(chunk)
+        finally:
+            os.close(fd)
         self._check(key, answer, size, got, None if md5 is None else md5.hexdigest())
         return size
 
