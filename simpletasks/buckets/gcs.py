@@ -53,6 +53,7 @@ logger = logging.getLogger(__name__)
 MiB = 1024 * 1024
 _CHUNK_QUANTUM = 256 * 1024  # GCS resumable chunks must be multiples of 256 KiB
 _DOWNLOAD_ATTEMPTS = 3  # the object may be replaced between metadata and media reads
+_FILE_BUFFER = 1024 * 1024  # the library hands over 8 KiB pieces: one write per MiB
 
 
 def make_client(
@@ -94,9 +95,11 @@ def parse_gs_url(url: str) -> tuple[str, str]:
 class _VerifyingWriter:
     """A write-only stream that passes bytes on and keeps their count and CRC32C."""
 
-    def __init__(self, dest: BinaryIO) -> None:
+    def __init__(self, dest: BinaryIO, start: int | None = None) -> None:
         self._dest = dest
-        self._start = dest.tell() if dest.seekable() else 0
+        if start is None:  # (known for a file we just opened: no system calls to ask)
+            start = dest.tell() if dest.seekable() else 0
+        self._start = start
         self._crc = google_crc32c.Checksum()
         self.size = 0
 
@@ -253,8 +256,8 @@ class GCSBucket:
             IntegrityError: If the file's size or CRC32C differs from the object's.
         """
         name = self._name(key)
-        with atomic_path(Path(path)) as tmp, open(tmp, "wb") as f:
-            size = self._download_verified(key, name, f)
+        with atomic_path(Path(path)) as tmp, open(tmp, "wb", buffering=_FILE_BUFFER) as f:
+            size = self._download_verified(key, name, f, start=0)
         logger.debug("downloaded %s/%s to %s (%d bytes)", self.url, key, path, size)
 
     def download_fileobj(self, key: str, fileobj: BinaryIO) -> None:
@@ -268,15 +271,20 @@ class GCSBucket:
         """
         self._download_verified(key, self._name(key), fileobj)
 
-    def _download_verified(self, key: str, name: str, dest: BinaryIO) -> int:
-        """Download the current generation of object ``name`` into ``dest``; return its size."""
+    def _download_verified(
+        self, key: str, name: str, dest: BinaryIO, start: int | None = None
+    ) -> int:
+        """Download the current generation of object ``name`` into ``dest`` (at ``start``, if
+        known); return its size."""
         if self.chunk_size is None:
-            size = self._download_one_request(key, name, dest)
+            size = self._download_one_request(key, name, dest, start)
             if size is not None:
                 return size
-        return self._download_pinned(key, name, dest)
+        return self._download_pinned(key, name, dest, start)
 
-    def _download_one_request(self, key: str, name: str, dest: BinaryIO) -> int | None:
+    def _download_one_request(
+        self, key: str, name: str, dest: BinaryIO, start: int | None
+    ) -> int | None:
         """Download in one GET, checked against the CRC32C its answer carries (``X-Goog-Hash``).
 
         One GET serves one generation (a resumed retry asks for the rest of the same one),
@@ -286,7 +294,7 @@ class GCSBucket:
         rewound and ``None`` returned (then :meth:`_download_pinned` runs).
         """
         blob = self._bucket.blob(name)
-        writer = _VerifyingWriter(dest)
+        writer = _VerifyingWriter(dest, start)
         try:
             blob.download_to_file(writer, raw_download=True, checksum=None)
         except gexc.NotFound:
@@ -304,7 +312,7 @@ class GCSBucket:
         self._check(key, writer, int(meta.size or 0), meta.crc32c)
         return writer.size
 
-    def _download_pinned(self, key: str, name: str, dest: BinaryIO) -> int:
+    def _download_pinned(self, key: str, name: str, dest: BinaryIO, start: int | None) -> int:
         """Read the metadata, then download that generation (chunked, if ``chunk_size``)."""
         for attempt in range(1, _DOWNLOAD_ATTEMPTS + 1):
             # Size, CRC32C and generation; the download is pinned to that generation (GCS
@@ -312,7 +320,7 @@ class GCSBucket:
             blob = self._bucket.get_blob(name, chunk_size=self.chunk_size)
             if blob is None:
                 raise self._missing(key)
-            writer = _VerifyingWriter(dest)
+            writer = _VerifyingWriter(dest, start)
             try:
                 blob.download_to_file(
                     writer, raw_download=True, checksum=None, if_generation_match=blob.generation
