@@ -16,8 +16,9 @@ round; ``--messages`` no-op task messages (built beforehand, the same JSON for e
   the confirms once per batch (``raw_confirm_batch``), and, for reference, without confirms
   (``raw_no_confirm``, which cannot tell a lost message).
 
-Figures: messages/s (median) and the median of per-round ratios ``schedule / raw``; target
->= 0.9.
+Figures: messages/s (median), the median of per-round ratios ``schedule / raw``; target
+>= 0.9; and the CPU time this process spent per message (all its threads; the broker or
+emulator shares the machine, so CPU spent here is throughput lost there).
 
 Usage::
 
@@ -198,15 +199,22 @@ def run_backend(backend: str, bodies: list[str], rounds: int) -> dict[str, Any]:
     with BENCHES[backend]() as runners:
         names = list(runners)
         rates: dict[str, list[float]] = {name: [] for name in names}
+        cpu: dict[str, list[float]] = {name: [] for name in names}
         for name in names:  # warm-up
             runners[name](bodies[:200])
         for r in range(rounds):
             for name in rotated(names, r):
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 runners[name](bodies)
                 rates[name].append(len(bodies) / (time.perf_counter() - start))
+                cpu[name].append((time.process_time() - start_cpu) / len(bodies) * 1e6)
     out: dict[str, Any] = {
-        name: {"rate_median": round(statistics.median(v)), "rates": [round(x) for x in v]}
+        name: {
+            "rate_median": round(statistics.median(v)),
+            "rates": [round(x) for x in v],
+            # CPU of this process (all its threads; not the broker's or emulator's)
+            "cpu_us_per_message_median": round(statistics.median(cpu[name]), 1),
+        }
         for name, v in rates.items()
     }
     for base in (n for n in names if n.startswith("raw_")):
