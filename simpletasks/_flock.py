@@ -99,7 +99,7 @@ class SlotLocks:
                 os.close(fd)
 
     def _acquire(self, slot: int, exclusive: bool, wait: bool) -> int | None:
-        if not _OFD:  # pragma: no cover - exercised only where OFD locks are missing
+        if not _OFD:  # other platforms: flock a stripe file (tests patch _OFD to cover it)
             op = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB)
             return acquire(Path(f"{self.path}.{slot % STRIPES:02x}"), op)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)

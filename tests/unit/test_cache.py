@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -249,6 +250,31 @@ def test_fill_fetches_once_across_threads(cache: FileSystemCache) -> None:
     assert results == [cache.path("k")] * 8
     assert cache.fill("k", fetch, force=True).read_bytes() == b"payload"
     assert len(calls) == 2
+
+
+def test_without_ofd_locks_keys_share_flock_stripes_and_keep_every_guarantee(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from simpletasks import _flock
+
+    monkeypatch.setattr(_flock, "_OFD", False)  # as on platforms without OFD record locks
+    cache = bounded(tmp_path, 200)
+    calls: list[int] = []
+
+    def fetch(tmp: Path) -> None:
+        calls.append(1)
+        time.sleep(0.05)
+        tmp.write_bytes(b"x" * 100)
+
+    with ThreadPoolExecutor(4) as pool:
+        paths = list(pool.map(lambda _: cache.fill("a", fetch), range(4)))
+    assert calls == [1] and paths == [cache.path("a")] * 4  # one download
+    cache.put_bytes("b", b"x" * 100)
+    with cache.pin("a"):
+        cache.put_bytes("c", b"x" * 100)
+        assert cache.keys() == ["a", "c"]  # b evicted, a pinned
+    stripes = [p.name for p in (cache.root / ".locks").iterdir() if p.name.startswith("keys")]
+    assert stripes and all(name.startswith("keys.lock.") for name in stripes)
 
 
 def test_lock_is_exclusive_between_threads(cache: FileSystemCache) -> None:
