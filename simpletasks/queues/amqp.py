@@ -17,8 +17,12 @@ pika logs in as guest/guest. :attr:`AMQPQueue.url` masks the password.
   ``receive`` takes from the buffer without a round trip; when the buffer is empty it
   tries one ``basic.get`` (so an empty receive still means an empty queue) and polls again
   after a pause outside the lock (1 ms doubling to 50 ms).
-  Buffered messages are not leased yet; they count as visible, and at ``close`` they are
-  handed back *uncounted* (a crash returns them through the broker, counted).
+  Buffered messages are not leased yet; they count as visible, and at ``close`` (or a crash)
+  the broker takes them back with the connection and counts a delivery (``x-delivery-count``)
+  although they never ran. They are not handed back as uncounted copies: RabbitMQ (3.10,
+  quorum queues) drops acks sent after a consumer's ``basic.cancel``, so the originals came
+  back next to their copies and ran twice. A hand-back's copy (below) that reached the
+  buffer before the close is counted that way too.
 * **Leases.** A received message stays unacked on our channel, with its lease deadline
   kept in a :class:`~simpletasks.queues._amqp_leases.LeaseBook` (RabbitMQ has none);
   ``extend`` moves it without a round trip, which is also how the daemon's retry delay
@@ -77,7 +81,7 @@ from simpletasks.queues._amqp import (
     parse_url,
     quiet_pika,
 )
-from simpletasks.queues._amqp_leases import LeaseBook, Pump, attempt_of, copy_of
+from simpletasks.queues._amqp_leases import LeaseBook, Pump, attempt_of
 from simpletasks.urls import create_hint, redact
 
 logger = logging.getLogger(__name__)
@@ -395,44 +399,6 @@ class AMQPQueue:
         """pika's consumer callback (runs inside a pika call, so with the lock held)."""
         self._buffer.append((method, properties, body))
 
-    def _return_buffered(self) -> None:
-        """Stop consuming and hand back buffered deliveries uncounted (lock held, at close)."""
-        channel = self._channel
-        if channel is None or self._connection is None or not self._consumers:
-            return
-        try:
-            # Take in what is on its way first (pika would nack, so count, what is still
-            # undispatched at the cancel): until the window is full or 10 ms bring nothing.
-            deadline = time.monotonic() + 0.2
-            while time.monotonic() < deadline:
-                before = len(self._buffer)
-                self._connection.process_data_events(0.01)
-                if len(self._leases) + len(self._buffer) >= self._window:
-                    break
-                if len(self._buffer) == before:
-                    break
-            for tag in self._consumers:
-                channel.basic_cancel(tag)  # undispatched deliveries are nacked by pika
-            self._consumers = []
-            buffered, self._buffer = list(self._buffer), deque()
-            if not buffered:
-                return
-            items = []
-            for method, properties, body in buffered:
-                message_id = properties.message_id or hashlib.sha256(body).hexdigest()[:32]
-                attempt = attempt_of(properties, method.redelivered) - 1  # not run: uncounted
-                message = Message(message_id, "", attempt)
-                items.append(copy_of(message, properties, body))
-            assert self._publisher is not None
-            failed = self._publisher.publish(self.name, items)
-            for index, (method, _, _) in enumerate(buffered):
-                if index in failed:
-                    channel.basic_reject(method.delivery_tag, requeue=True)
-                else:
-                    channel.basic_ack(method.delivery_tag)
-        except (pika.exceptions.AMQPError, OSError) as exc:
-            logger.info("%s: buffered deliveries left to the broker: %r", self.url, exc)
-
     def _settle(
         self, action: str, messages: Sequence[Message], seconds: float = 0.0
     ) -> list[Message]:
@@ -615,7 +581,6 @@ class AMQPQueue:
         """
         self._closing = True
         with self._locked():
-            self._return_buffered()
             self._leases.clear()
             self._drop("closed")
         self._closed.set()
