@@ -281,8 +281,14 @@ class ConfirmPublisher:
         method = pika.frame.Method(
             number, pika.spec.Basic.Publish(exchange="", routing_key=routing_key, mandatory=True)
         ).marshal()
-        head, middle = _header_template(number)
-        body_max = connection._body_max_length
+        template = _header_template(number)
+        body_max = getattr(connection, "_body_max_length", None)
+        if template is None or not body_max or not hasattr(connection, "_adapter_emit_data"):
+            # pika's internals are not what this was written against: publish through pika.
+            return self.publish(
+                routing_key, [(b, _properties(i)) for b, i in zip(bodies, ids, strict=True)]
+            )
+        head, middle = template
         self._pending, self._failed, self._returned = {}, {}, set()
         self._id_of = dict(enumerate(ids))
         parts: list[bytes] = []
@@ -340,27 +346,38 @@ class ConfirmPublisher:
         return failed
 
 
-_TEMPLATES: dict[int, tuple[bytes, bytes]] = {}
+_TEMPLATES: dict[int, tuple[bytes, bytes] | None] = {}
 
 
-def _header_template(channel_number: int) -> tuple[bytes, bytes]:
+def _properties(message_id: str) -> Any:
+    """The properties of every message ``send``/``send_batch`` publish."""
+    return pika.BasicProperties(
+        content_type=CONTENT_TYPE,
+        delivery_mode=pika.DeliveryMode.Persistent,
+        message_id=message_id,  # the last property set: the header frame ends with it
+    )
+
+
+def _header_template(channel_number: int) -> tuple[bytes, bytes] | None:
     """The content header frame of :meth:`ConfirmPublisher.publish_bodies`, as marshalled by
     pika, split around its two variable fields: ``(head, middle)`` such that a message's
-    frame is ``head + body size (8 bytes) + middle + message id + frame end``."""
-    if (template := _TEMPLATES.get(channel_number)) is None:
+    frame is ``head + body size (8 bytes) + middle + message id + frame end``; ``None`` (with
+    a warning, once) if this pika lays the frame out otherwise."""
+    if (template := _TEMPLATES.get(channel_number, ())) == ():
         placeholder = "0" * _ID_LENGTH
-        properties = pika.BasicProperties(
-            content_type=CONTENT_TYPE,
-            delivery_mode=pika.DeliveryMode.Persistent,
-            message_id=placeholder,  # the last property set: the frame ends with it
-        )
-        marshalled = pika.frame.Header(channel_number, 0, properties).marshal()
+        marshalled = pika.frame.Header(channel_number, 0, _properties(placeholder)).marshal()
         # frame type, channel, payload size (7 bytes), class id, weight (4), body size (8)
         head, rest = marshalled[:11], marshalled[19:]
         tail = placeholder.encode() + _FRAME_END
         if marshalled[11:19] != bytes(8) or not rest.endswith(tail):
-            raise AssertionError(f"unexpected content header layout from pika: {marshalled!r}")
-        template = _TEMPLATES[channel_number] = (head, rest[: -len(tail)])
+            logger.warning(
+                "pika %s lays out content headers unexpectedly; publishing through pika",
+                getattr(pika, "__version__", "?"),
+            )
+            template = None
+        else:
+            template = (head, rest[: -len(tail)])
+        _TEMPLATES[channel_number] = template
     return template
 
 

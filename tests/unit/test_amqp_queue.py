@@ -167,3 +167,23 @@ def test_publish_bodies_writes_what_pika_would_write_in_few_writes(body_max: int
     assert sent == b"".join(reference.writes)
     assert (ours.bytes_sent, ours.frames_sent) == (reference.bytes_sent, reference.frames_sent)
     assert len(ours.writes) <= 3 < len(reference.writes)  # joined, not one write per frame
+
+
+def test_publish_bodies_falls_back_to_pika_when_its_header_layout_changed(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from simpletasks.queues import _amqp
+
+    def other_layout(self: Any) -> bytes:  # e.g. a pika that orders properties differently
+        return b"\x02\x00\x03" + bytes(30) + b"\xce"
+
+    monkeypatch.setattr(_amqp, "_TEMPLATES", {})
+    monkeypatch.setattr(pika.frame.Header, "marshal", other_layout)
+    connection = _CapturingConnection(131_064)
+    channel = _ConfirmingChannel(connection, 3)
+    channel.publisher = publisher = ConfirmPublisher(channel)
+    with caplog.at_level("WARNING"):
+        assert publisher.publish_bodies("tasks", [b"a", b"b"]) == {}
+    assert "publishing through pika" in caplog.text
+    assert publisher._sequence == 2
+    assert len(connection.writes) == 6  # pika's own three writes per message
