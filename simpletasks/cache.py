@@ -272,9 +272,10 @@ class FileSystemCache:
         was just seen missing under the fill lock (only its parents are checked then)."""
         tmp = f"{self._tmp_s}/{temp_name('w')}"
         committed = False
+        started = time.time_ns()
         try:
             yield tmp
-            committed = self._commit(key, entry, tmp, check_entry)
+            committed = self._commit(key, entry, tmp, check_entry, started)
         finally:
             if not committed:
                 try:
@@ -385,18 +386,26 @@ class FileSystemCache:
                     *(self.root, key, evicted, shutil.disk_usage(self._tmp_dir).free),
                 )
 
-    def _commit(self, key: str, entry: str, tmp: str, check_entry: bool) -> bool:
-        """Move the temp file ``tmp`` into place as ``key``'s entry; return True."""
+    def _commit(self, key: str, entry: str, tmp: str, check_entry: bool, started: int) -> bool:
+        """Move the temp file ``tmp`` (begun at ``started``, in ns) into place as ``key``'s
+        entry; return True.
+
+        The entry's last use (its mtime) must fall between ``started`` and now, so that it
+        orders right against every use before or after this write: the mtime the writes
+        left does, unless it is older (the clock of file times is coarse, or the writer set
+        it), then the file is stamped now.
+        """
         try:
-            mode = os.lstat(tmp).st_mode
+            st = os.lstat(tmp)
         except FileNotFoundError:
             raise FileNotFoundError(
                 f"writing({key!r}) finished without creating the file {tmp}"
             ) from None
-        if not stat.S_ISREG(mode):
+        if not stat.S_ISREG(st.st_mode):
             raise ValueError(f"writing({key!r}) must create a regular file at {tmp}")
-        now = time.time_ns()  # stamp the last use before the entry becomes visible
-        os.utime(tmp, ns=(now, now), follow_symlinks=False)
+        if st.st_mtime_ns < started:  # stamp the last use before the entry becomes visible
+            now = time.time_ns()
+            os.utime(tmp, ns=(now, now), follow_symlinks=False)
         for attempt in range(_COMMIT_ATTEMPTS):
             self._check_under_root(key, create_parents=True, final=check_entry)
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import itertools
 import logging
 import os
 import subprocess
@@ -308,6 +309,21 @@ def test_lru_eviction_order(tmp_path: Path) -> None:
     cache.put_bytes("e", b"x" * 150)  # must free 150 bytes: c, then a
     assert cache.keys() == ["d", "e"]
     assert cache.size_bytes() <= 300
+
+
+def test_last_use_orders_writes_and_touches_as_they_happened(cache: FileSystemCache) -> None:
+    order: list[str] = []
+    for i in range(40):  # faster than the file system's clock ticks
+        cache.put_bytes(f"k{i}", b"x")
+        order.append(f"k{i}")
+        if i % 3 == 0:
+            assert cache.touch("k0")
+            order.remove("k0")
+            order.append("k0")
+    mtimes = {key: os.lstat(cache.path(key)).st_mtime_ns for key in order}
+    assert all(mtimes[a] < mtimes[b] for a, b in itertools.pairwise(order))
+    cache.fill("copied", lambda tmp: (tmp.write_bytes(b"y"), os.utime(tmp, ns=(0, 0))))
+    assert os.lstat(cache.path("copied")).st_mtime_ns > mtimes[order[-1]]  # stamped: in use
 
 
 def test_eviction_skips_pinned_entries(tmp_path: Path) -> None:
