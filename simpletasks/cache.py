@@ -317,16 +317,26 @@ class FileSystemCache:
         self._with_room(key, write, src.stat().st_size)
         return Path(entry)
 
-    def fill(self, key: str, fetch: Callable[[Path], None], *, force: bool = False) -> Path:
+    def fill(
+        self,
+        key: str,
+        fetch: Callable[[Path], None],
+        *,
+        force: bool = False,
+        seen_missing: bool = False,
+    ) -> Path:
         """Return the path of the entry for ``key``, calling ``fetch(tmp)`` if it is missing.
 
         ``fetch`` writes the object to the temp path it gets, then it is committed. Concurrent
         calls for one key (threads or processes) call ``fetch`` once: the first holds
         :meth:`lock`, the others wait and find the entry. ``force`` fetches even if present.
-        Hold :meth:`pin` around this call and the file's use to keep it from eviction.
+        ``seen_missing`` says the caller just saw the entry missing (:meth:`touch` returned
+        False): the lock is taken without looking again first (it is looked for under the
+        lock all the same). Hold :meth:`pin` around this call and the file's use to keep it
+        from eviction.
         """
         entry = self._entry(key)
-        if not force and self._touch_if_present(key, entry):
+        if not (force or seen_missing) and self._touch_if_present(key, entry):
             return Path(entry)
         with self._key_locks.held(self._slots(key)[1], exclusive=True):
             if not force and self._touch_if_present(key, entry):

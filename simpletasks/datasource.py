@@ -120,11 +120,14 @@ class _DatasourceBase:
     def _get_many(self, keys: list[str], override: bool) -> list[Path]:
         unique = list(dict.fromkeys(keys))
         with self._hold_all(unique):
-            if len(unique) <= 1 or self.max_workers == 1:
-                paths = {key: self._fetch(key, override) for key in unique}
+            # Hits first, in this thread: the workers then only fetch (file system calls made
+            # by many threads at once cost more, each a hand-over of the interpreter lock).
+            misses = unique if override else [k for k in unique if not self.cache.touch(k)]
+            if len(misses) <= 1 or self.max_workers == 1:
+                fetched = {key: self._fetch(key, override) for key in misses}
             else:
-                paths = self._fetch_parallel(unique, override)
-        return [paths[key] for key in keys]
+                fetched = self._fetch_parallel(misses, override)
+        return [fetched[key] if key in fetched else self.cache.path(key) for key in keys]
 
     def _fetch_parallel(self, keys: list[str], override: bool) -> dict[str, Path]:
         workers = min(self.max_workers, len(keys))
@@ -136,13 +139,13 @@ class _DatasourceBase:
         return {key: future.result() for key, future in zip(keys, futures, strict=True)}
 
     def _fetch(self, key: str, override: bool) -> Path:
-        """Fill the cache entry of ``key`` (pinned by the caller) from the bucket."""
+        """Fill the cache entry of ``key`` (pinned, and just seen missing, by the caller)."""
 
         def download(tmp: Path) -> None:
             logger.debug("downloading %s from %s", key, self.bucket.url)
             self.bucket.download(key, tmp)
 
-        return self.cache.fill(key, download, force=override)
+        return self.cache.fill(key, download, force=override, seen_missing=True)
 
     def put(self, key: str, data: bytes | Path | None = None, *, only_cache: bool = False) -> Path:
         """Write ``key`` into the cache, then upload it to the bucket unless ``only_cache``.
