@@ -197,6 +197,13 @@ class FileSystemCache:
             return False
         return self._stamp(entry)
 
+    def lookup(self, key: str) -> bool:
+        """Whether the entry for ``key`` is here, marking it used if so: the hit check of a
+        read before it fetches a miss with ``fill(..., seen_missing=True)`` (a subclass that
+        counts hits, such as :class:`~simpletasks.metrics.MeteredCache`, counts them here
+        and in :meth:`fill`)."""
+        return self.touch(key)
+
     @staticmethod
     def _stamp(entry: str) -> bool:
         now = time.time_ns()

@@ -122,7 +122,7 @@ class _DatasourceBase:
         with self._hold_all(unique):
             # Hits first, in this thread: the workers then only fetch (file system calls made
             # by many threads at once cost more, each a hand-over of the interpreter lock).
-            misses = unique if override else [k for k in unique if not self.cache.touch(k)]
+            misses = unique if override else [k for k in unique if not self.cache.lookup(k)]
             if len(misses) <= 1 or self.max_workers == 1:
                 fetched = {key: self._fetch(key, override) for key in misses}
             else:

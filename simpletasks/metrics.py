@@ -405,7 +405,8 @@ class MeteredBucket:
 class MeteredCache(FileSystemCache):
     """A :class:`FileSystemCache` that counts hits, misses and evictions.
 
-    A ``fill`` that found the entry is a hit; one that had to fetch it is a miss.
+    A ``lookup`` that found the entry, or a ``fill`` that found it, is a hit; a ``fill`` that
+    had to fetch it is a miss.
     """
 
     def __init__(
@@ -416,7 +417,21 @@ class MeteredCache(FileSystemCache):
         self._misses = metrics.cache_misses.labels(daemon)
         self._evictions = metrics.cache_evictions.labels(daemon)
 
-    def fill(self, key: str, fetch: Callable[[Path], None], *, force: bool = False) -> Path:
+    def lookup(self, key: str) -> bool:
+        """As :meth:`FileSystemCache.lookup`, counting a hit when the entry is here."""
+        found = super().lookup(key)
+        if found:
+            self._hits.inc()
+        return found
+
+    def fill(
+        self,
+        key: str,
+        fetch: Callable[[Path], None],
+        *,
+        force: bool = False,
+        seen_missing: bool = False,
+    ) -> Path:
         """As :meth:`FileSystemCache.fill`, counting a hit or a miss."""
         fetched = False
 
@@ -425,7 +440,7 @@ class MeteredCache(FileSystemCache):
             fetched = True
             fetch(tmp)
 
-        path = super().fill(key, counted, force=force)
+        path = super().fill(key, counted, force=force, seen_missing=seen_missing)
         (self._misses if fetched else self._hits).inc()
         return path
 
