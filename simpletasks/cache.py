@@ -337,7 +337,7 @@ class FileSystemCache:
         ``fetch`` writes the object to the temp path it gets, then it is committed. Concurrent
         calls for one key (threads or processes) call ``fetch`` once: the first holds
         :meth:`lock`, the others wait and find the entry. ``force`` fetches even if present.
-        ``seen_missing`` says the caller just saw the entry missing (:meth:`touch` returned
+        ``seen_missing`` says the caller just saw the entry missing (:meth:`lookup` returned
         False): the lock is taken without looking again first (it is looked for under the
         lock all the same). Hold :meth:`pin` around this call and the file's use to keep it
         from eviction.
