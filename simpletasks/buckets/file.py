@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 _TEMP_RE = re.compile(r"^\..+\.tmp-[0-9a-f]{12}$")
 _COPY_BUFSIZE = 1024 * 1024
+_FILE_BUFFER = 64 * 1024  # downloads hand over 8 KiB pieces; 1 MiB made 200 MB reads slower
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def temp_name(name: str) -> str:
@@ -79,6 +81,64 @@ def atomic_path(path: Path) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+class NewFile:
+    """A new file (created or truncated, never through a symlink) written through its
+    descriptor, in pieces of at least ``_FILE_BUFFER`` bytes: a buffered file object costs
+    more system calls (``fstat``, ``lseek``) per file, which count when many threads
+    download small objects. Use it as a context manager; a failed block writes no more.
+    ``seek``/``tell``/``truncate`` let a download start again."""
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, _WRITE_FLAGS, 0o666)
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._written = 0
+
+    def __enter__(self) -> NewFile:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        try:
+            if exc_type is None:
+                self.flush()
+        finally:
+            os.close(self._fd)
+
+    def write(self, data: bytes) -> int:
+        self._pending.append(bytes(data))
+        self._pending_size += len(data)
+        if self._pending_size >= _FILE_BUFFER:
+            self.flush()
+        return len(data)
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        view = memoryview(b"".join(self._pending))
+        self._pending.clear()
+        self._pending_size = 0
+        while view:
+            done = os.write(self._fd, view)
+            self._written += done
+            view = view[done:]
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._written + self._pending_size
+
+    def seek(self, offset: int) -> int:
+        self.flush()
+        self._written = os.lseek(self._fd, offset, os.SEEK_SET)
+        return self._written
+
+    def truncate(self) -> int:
+        self.flush()
+        os.ftruncate(self._fd, self._written)
+        return self._written
 
 
 def validate_prefix(prefix: str) -> str:
@@ -244,4 +304,4 @@ class FileBucket:
         return iter(sorted(keys))
 
 
-__all__ = ["FileBucket", "atomic_path", "is_temp_name", "temp_name", "validate_prefix"]
+__all__ = ["FileBucket", "NewFile", "atomic_path", "is_temp_name", "temp_name", "validate_prefix"]

@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -37,7 +36,7 @@ from google.cloud.storage.exceptions import DataCorruption
 from google.cloud.storage.retry import DEFAULT_RETRY
 
 from simpletasks.buckets import split_bucket_url
-from simpletasks.buckets.file import atomic_path, validate_prefix
+from simpletasks.buckets.file import NewFile, atomic_path, validate_prefix
 from simpletasks.endpoints import unreachable
 from simpletasks.errors import (
     ConfigError,
@@ -54,8 +53,6 @@ logger = logging.getLogger(__name__)
 MiB = 1024 * 1024
 _CHUNK_QUANTUM = 256 * 1024  # GCS resumable chunks must be multiples of 256 KiB
 _DOWNLOAD_ATTEMPTS = 3  # the object may be replaced between metadata and media reads
-_FILE_BUFFER = 64 * 1024  # the library hands over 8 KiB pieces; 1 MiB made 200 MB reads slower
-_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def make_client(
@@ -95,69 +92,13 @@ def parse_gs_url(url: str) -> tuple[str, str]:
 
 
 class _Stream(Protocol):
-    """What a download writes into: a binary file object, or a :class:`_NewFile`."""
+    """What a download writes into: a binary file object, or a :class:`NewFile`."""
 
     def write(self, data: bytes, /) -> int: ...
     def seekable(self) -> bool: ...
     def tell(self) -> int: ...
     def seek(self, offset: int, /) -> int: ...
     def truncate(self) -> int: ...
-
-
-class _NewFile:
-    """A new file written through its descriptor, in pieces of at least ``_FILE_BUFFER``
-    bytes: a buffered file object costs more system calls (``fstat``, ``lseek``) per file.
-    Has what :class:`_VerifyingWriter` uses of a stream; a failed block writes no more."""
-
-    def __init__(self, path: Path) -> None:
-        self._fd = os.open(path, _WRITE_FLAGS, 0o666)
-        self._pending: list[bytes] = []
-        self._pending_size = 0
-        self._written = 0
-
-    def __enter__(self) -> _NewFile:
-        return self
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        try:
-            if exc_type is None:
-                self.flush()
-        finally:
-            os.close(self._fd)
-
-    def write(self, data: bytes) -> int:
-        self._pending.append(bytes(data))
-        self._pending_size += len(data)
-        if self._pending_size >= _FILE_BUFFER:
-            self.flush()
-        return len(data)
-
-    def flush(self) -> None:
-        if not self._pending:
-            return
-        view = memoryview(b"".join(self._pending))
-        self._pending.clear()
-        self._pending_size = 0
-        while view:
-            done = os.write(self._fd, view)
-            self._written += done
-            view = view[done:]
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._written + self._pending_size
-
-    def seek(self, offset: int) -> int:
-        self.flush()
-        self._written = os.lseek(self._fd, offset, os.SEEK_SET)
-        return self._written
-
-    def truncate(self) -> int:
-        self.flush()
-        os.ftruncate(self._fd, self._written)
-        return self._written
 
 
 class _VerifyingWriter:
@@ -324,7 +265,7 @@ class GCSBucket:
             IntegrityError: If the file's size or CRC32C differs from the object's.
         """
         name = self._name(key)
-        with atomic_path(Path(path)) as tmp, _NewFile(tmp) as f:
+        with atomic_path(Path(path)) as tmp, NewFile(tmp) as f:
             size = self._download_verified(key, name, f, start=0)
         logger.debug("downloaded %s/%s to %s (%d bytes)", self.url, key, path, size)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +25,7 @@ from botocore.exceptions import ClientError
 
 from simpletasks import aws
 from simpletasks.buckets import split_bucket_url
-from simpletasks.buckets.file import atomic_path, validate_prefix
+from simpletasks.buckets.file import NewFile, atomic_path, validate_prefix
 from simpletasks.errors import ConfigError, IntegrityError, KeyNotFound
 from simpletasks.keys import is_valid_key, validate_key
 from simpletasks.urls import create_hint
@@ -36,7 +35,6 @@ logger = logging.getLogger(__name__)
 MiB = 1024 * 1024
 _NOT_FOUND = frozenset({"404", "NoSuchKey", "NoSuchBucket", "NotFound"})
 _MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
-_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def default_transfer_config() -> TransferConfig:
@@ -257,18 +255,12 @@ class S3Bucket:
             return None
         md5 = hashlib.md5(usedforsecurity=False) if _plain_md5(answer) else None
         got = 0
-        # os-level writes: a buffered file object costs three more system calls to open
-        fd = os.open(tmp, _WRITE_FLAGS, 0o666)
-        try:
+        with NewFile(tmp) as f:
             for chunk in body.iter_chunks(1 << 20):
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
+                f.write(chunk)
                 got += len(chunk)
                 if md5 is not None:
                     md5.update(chunk)
-        finally:
-            os.close(fd)
         self._check(key, answer, size, got, None if md5 is None else md5.hexdigest())
         return size
 
