@@ -75,7 +75,8 @@ class AgentConfig:
         settle_seconds: How long a file must stay unchanged to count as complete.
         grace_seconds: At stop, how long running tasks may take to finish.
         max_files: Stop after this many files are uploaded (or vanished).
-        exit_when_idle: Stop once every file found is done and none arrived for this long.
+        exit_when_idle: Stop once every file found is done, none is still settling, and none
+            arrived for this long.
         seed: Seeds the policy's random picks.
         oracle_scores: True score by arrival index (the ``oracle`` policy; measurement only).
     """
@@ -338,6 +339,7 @@ class EdgeAgent:
                 self._stop_once()
             elif (
                 cfg.exit_when_idle is not None
+                and self._watcher_thread.quiet  # files written just before start still settling
                 and stats.done() == stats.seen
                 and now - self._last_arrival >= cfg.exit_when_idle
             ):

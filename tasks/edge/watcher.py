@@ -77,6 +77,11 @@ class DirectoryWatcher:
             return False
         return not self.include or name.lower().endswith(self.include)
 
+    @property
+    def pending(self) -> int:
+        """How many files were seen but have not settled yet (not reported)."""
+        return len(self._pending)
+
     def forget(self, names: Iterable[str]) -> None:
         """Mark ``names`` as already reported (e.g. uploaded by an earlier run)."""
         self._seen.update(names)
@@ -156,6 +161,9 @@ class WatcherThread(threading.Thread):
         self.interval = interval
         self._stop_event = threading.Event()
         self.polls = 0
+        #: Whether the last poll is over, every file it found handed on, and no file it saw
+        #: is still settling: nothing is on its way from the directory.
+        self.quiet = False
 
     def stop(self) -> None:
         """Ask the thread to stop after its current poll."""
@@ -163,10 +171,12 @@ class WatcherThread(threading.Thread):
 
     def run(self) -> None:
         while not self._stop_event.is_set():
+            self.quiet = False
             for f in self.watcher.poll():
                 try:
                     self.on_file(f)
                 except Exception:
                     logger.exception("handling new file %s failed", f.path)
             self.polls += 1
+            self.quiet = not self.watcher.pending
             self._stop_event.wait(self.interval)

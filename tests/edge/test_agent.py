@@ -140,6 +140,17 @@ def test_agent_uploads_every_file_processed_where_smaller_corrupt_ones_as_they_a
     assert "seen 10" in progress_line(agent)
 
 
+def test_exit_when_idle_waits_for_files_still_settling_at_start(tmp_path: Path, store: Any) -> None:
+    watched = tmp_path / "in"
+    make_stream(watched, 3)  # written just now: they settle only after settle_seconds
+    config = AgentConfig(watched, include=(".png",), poll_seconds=0.05, settle_seconds=1.0,
+                         exit_when_idle=0.2, cores=0)  # fmt: skip
+    agent = EdgeAgent(config, BucketUploader(store, stream_id="s"))
+    out = agent.run()
+    assert out["uploaded"] == 3  # not an idle exit before the watcher reported them
+    assert len(list(store.list("s/"))) == 3
+
+
 def test_restart_resends_nothing_confirmed(tmp_path: Path, store: Any) -> None:
     watched = tmp_path / "in"
     paths = make_stream(watched, 6)
