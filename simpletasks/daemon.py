@@ -118,6 +118,7 @@ class DaemonService:
         self._reaped = threading.Event()
         self._hurry = threading.Event()  # a second stop(): skip the rest of the grace period
         self._loop_done = threading.Event()
+        self._last_received = 0  # size of the last non-empty receive (the loop's own)
         self.runner = MessageRunner(
             name=name,
             queue=queue,
@@ -287,10 +288,12 @@ class DaemonService:
                 wait = 0.0
             if messages:
                 idle_delay = 0.0
+                self._last_received = len(messages)
                 self.stats.add(received=len(messages))
+                self._leases.add(messages)
+                put = self._work.put
                 for message in messages:
-                    self._leases.add(message)
-                    self._work.put(message)
+                    put(message)
                 continue
             if s.burst:
                 drained, counts_known = self._drained(full_wait=full_wait)
@@ -318,13 +321,16 @@ class DaemonService:
             prefetch = min(batch, int(s.prefetch_seconds / max(mean, 1e-4)))
         limit = s.concurrency + prefetch
         ordered = self.capabilities.ordered
+        # A receive's worth: what the last one brought (Pub/Sub pulls ~100 of the 1,000
+        # asked for), so the next receive is in flight while the workers drain the buffer.
+        step = min(self._last_received or batch, batch, limit)
 
         def has_room(buffered: int, running: int) -> bool:
             room = limit - buffered - running
             if ordered:
                 return room > 0 and buffered == 0
-            # refill when the local buffer is empty, or when a whole batch fits
-            return room > 0 and (buffered == 0 or room >= min(batch, limit))
+            # refill when the local buffer is empty, or when another receive's worth fits
+            return room > 0 and (buffered == 0 or room >= step)
 
         def wake(buffered: int, running: int) -> bool:
             return self._stopping.is_set() or has_room(buffered, running)

@@ -163,9 +163,15 @@ class MessageRunner:
             return
         if self._skipped(task, message, parsed):
             return
-        logger.debug(
-            "[%s] running %r (message %s, attempt %d)", self.name, task, message.id, message.attempt
-        )
+        debug = logger.isEnabledFor(logging.DEBUG)
+        if debug:
+            logger.debug(
+                "[%s] running %r (message %s, attempt %d)",
+                self.name,
+                task,
+                message.id,
+                message.attempt,
+            )
         started = time.monotonic()
         phase = "prepare"
         try:
@@ -210,7 +216,8 @@ class MessageRunner:
         self.leases.ack(message)
         self.stats.add(succeeded=1)
         self.middleware.emit("on_acked", task, message, result)
-        logger.debug("[%s] done %r", self.name, task)
+        if debug:
+            logger.debug("[%s] done %r", self.name, task)
 
     def _skipped(self, task: DaemonTask, message: Message, parsed: TaskMessage) -> bool:
         """Report and ack ``message`` unrun if ``skip`` says so; return whether it did."""
@@ -267,33 +274,23 @@ class MessageRunner:
     def _phases(self, task: DaemonTask, message: Message, cancel: CancelSignal) -> Result:
         """Run prepare, execute and finalize; raise :class:`_PhaseError` on a failure."""
         session = getattr(self.datasource, "session", None)
+        phase = self._phase if self.middleware else _untimed_phase
         with session() if session else nullcontext(self.datasource) as ds:
-            self._phase(task, message, "prepare", lambda: task.prepare(ds))
-
-            def execute() -> Result:
-                result = task.execute(ds)
-                if not isinstance(result, Result):
-                    raise TypeError(f"execute must return a Result, got {type(result).__name__}")
-                if not result.success:
-                    raise TaskFailed(result.message or "execute returned success=False")
-                return result
-
-            result: Result = self._phase(task, message, "execute", execute)
+            phase(task, message, "prepare", task.prepare, ds)
+            result: Result = phase(task, message, "execute", _execute, task, ds)
             if cancel.is_set():  # given up during execute: publish nothing
                 raise _PhaseError("execute", TaskCancelled("given up before finalize"))
-            self._phase(task, message, "finalize", lambda: task.finalize(ds, result))
+            phase(task, message, "finalize", task.finalize, ds, result)
         return result
 
-    def _phase(self, task: DaemonTask, message: Message, phase: str, call: Any) -> Any:
-        if not self.middleware:  # the hot path: nobody is timing phases
-            try:
-                return call()
-            except Exception as exc:
-                raise _PhaseError(phase, exc) from exc
+    def _phase(
+        self, task: DaemonTask, message: Message, phase: str, call: Callable[..., Any], *args: Any
+    ) -> Any:
+        """``call(*args)`` with the middleware's ``before_phase``/``after_phase`` around it."""
         self.middleware.emit("before_phase", task, message, phase)
         started = time.monotonic()
         try:
-            value = call()
+            value = call(*args)
         except Exception as exc:
             self.middleware.emit(
                 "after_phase", task, message, phase, time.monotonic() - started, exc
@@ -431,6 +428,26 @@ class MessageRunner:
                 message.id,
             )
             return False
+
+
+def _untimed_phase(
+    task: DaemonTask, message: Message, phase: str, call: Callable[..., Any], *args: Any
+) -> Any:
+    """``call(*args)``, its exception tagged with ``phase`` (the hot path: no middleware)."""
+    try:
+        return call(*args)
+    except Exception as exc:
+        raise _PhaseError(phase, exc) from exc
+
+
+def _execute(task: DaemonTask, datasource: Any) -> Result:
+    """``task.execute``, checked: a non-Result or ``success=False`` raises."""
+    result = task.execute(datasource)
+    if not isinstance(result, Result):
+        raise TypeError(f"execute must return a Result, got {type(result).__name__}")
+    if not result.success:
+        raise TaskFailed(result.message or "execute returned success=False")
+    return result
 
 
 class _PhaseError(Exception):

@@ -18,7 +18,7 @@ import logging
 import queue as stdqueue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from simpletasks.errors import BatchError
@@ -36,7 +36,7 @@ class State(enum.Enum):
     SETTLED = "settled"
 
 
-@dataclass
+@dataclass(slots=True)
 class Held:
     """One message this daemon holds a lease on."""
 
@@ -96,11 +96,14 @@ class LeaseKeeper:
 
     # -- state ---------------------------------------------------------------------------
 
-    def add(self, message: Message) -> None:
-        """Start holding a just-received message (buffered)."""
-        with self.changed:
+    def add(self, messages: Sequence[Message]) -> None:
+        """Start holding just-received messages (buffered)."""
+        changed = self.changed
+        with changed:
             until = time.monotonic() + self.lease_seconds
-            self._held[id(message)] = Held(message, State.BUFFERED, until, CancelFlag(self.changed))
+            held = self._held
+            for message in messages:
+                held[id(message)] = Held(message, State.BUFFERED, until, CancelFlag(changed))
 
     def start(self, message: Message) -> CancelFlag | None:
         """Mark a buffered message running and return its cancel event.
@@ -131,6 +134,15 @@ class LeaseKeeper:
             self._held.pop(key, None)
             self._notify()
             return held is not None
+
+    def settle_all(self, messages: Sequence[Message]) -> None:
+        """Stop holding ``messages`` (the acker's batch), under one lock."""
+        with self.changed:
+            self._wait_for_renewals(messages)
+            pop = self._held.pop
+            for message in messages:
+                pop(id(message), None)
+            self._notify()
 
     def counts(self) -> tuple[int, int]:
         """Return (buffered, running)."""
@@ -183,7 +195,7 @@ class LeaseKeeper:
         states = [h.state for h in self._held.values()]
         return states.count(State.BUFFERED), states.count(State.RUNNING)
 
-    def _wait_for_renewals(self, messages: list[Message]) -> None:
+    def _wait_for_renewals(self, messages: Sequence[Message]) -> None:
         """Wait (lock held) until no extend call is in flight for ``messages``.
 
         So a release or retry delay set after settling is never overwritten by a renewal
@@ -298,5 +310,4 @@ class LeaseKeeper:
                 exc,
             )
         finally:
-            for message in batch:  # deleted or not: stop renewing
-                self.settle(message)
+            self.settle_all(batch)  # deleted or not: stop renewing
