@@ -456,3 +456,51 @@ def test_stop_with_its_own_grace_and_the_stopping_events(
     assert time.monotonic() - started < 2  # not the configured 60 s
     assert daemon.stats.released == 1
     assert events[0] == "receive" and "stopping" in events
+
+
+class TrickleQueue(MemoryQueue):
+    """Hands out at most 5 messages a receive of the 100 it allows (as Pub/Sub may)."""
+
+    capabilities = QueueCapabilities(max_batch=100, max_lease_seconds=None, counts=True)
+
+    def receive(self, max_messages: int = 1, **kwargs: Any) -> list[Message]:
+        return super().receive(min(max_messages, 5), **kwargs)
+
+
+def test_the_next_receive_is_in_flight_while_the_buffer_drains(
+    tmp_path: Path, registry: TaskRegistry
+) -> None:
+    """A queue that gives fewer than asked is asked again as soon as another receive's worth
+    fits, not only once the buffer is empty (the workers would wait for each receive)."""
+    gate = threading.Event()
+    running = threading.Event()
+
+    class Gate(NoOpTask):
+        name = "GATE"
+
+        def execute(self, datasource: Any) -> Any:
+            if self.id == 10:
+                running.set()
+                gate.wait(10)
+            return super().execute(datasource)
+
+    registry.register(Gate)
+    queue = TrickleQueue("trickle")
+    queue.send_batch([TaskMessage(BasicInfo(i, "GATE", "")).to_json() for i in range(200)])
+    daemon = DaemonService(
+        queue=queue,
+        registry=registry,
+        settings=DaemonSettings(**{**FAST, "concurrency": 1}),  # type: ignore[arg-type]
+    )
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    try:
+        assert running.wait(5)
+        # one task runs and 4 of its receive are buffered: the loop keeps receiving up to
+        # its prefetch limit (101 here) instead of waiting for the buffer to empty
+        _wait_for(lambda: daemon.stats.received >= 90, timeout=5)
+    finally:
+        gate.set()
+        thread.join(10)
+    assert daemon.stats.succeeded == 200
+    assert queue.counts() == QueueCounts(0, 0)
