@@ -26,8 +26,9 @@ class DaemonSettings:
         grace_seconds: On stop, how long running tasks may take to finish before their
             leases are released.
         prefetch_seconds: Receive ahead so that about this much work waits locally, judged
-            by the mean task duration so far (at most one batch of 10). Long tasks are
-            never prefetched; 0 turns prefetch off.
+            by the mean task duration so far (at most the queue's ``max_batch`` messages,
+            received again whenever another receive's worth fits). Long tasks are never
+            prefetched; 0 turns prefetch off.
         burst: Exit once the queue is drained instead of waiting for work.
         max_tasks: Exit after receiving this many messages (None = no limit).
     """
