@@ -14,11 +14,19 @@ Example (YAML; the TOML form has the same keys)::
       C: {url: gs://cold-bucket, storage_class: NEARLINE}
       D: {url: file:///archive/d}
     min_side: 32
+    move: false                         # true: delete the source once the copy is verified
 
 Every tier the policy names needs an entry under ``tiers`` except ``trash``. Storage classes
 are checked against the tier's backend (S3: STANDARD, STANDARD_IA, GLACIER_IR, ...; GCS:
 STANDARD, NEARLINE, COLDLINE, ARCHIVE; ``file://``/``mem://``: none). Unknown keys are errors,
 so a typo does not silently fall back to a default.
+
+``move: true`` turns copying into moving: once an image's copy is verified in its tier (same
+size as the source) and its row is written, the source object is deleted. Images filed in
+``trash`` are never deleted: they stay in the source bucket. ``move`` must be a boolean
+(``true``/``false``); a string or a number is an error. A tier that overlaps the source
+bucket (the same location, or one inside the other) is refused when a task runs, since only
+then is the source known (see :func:`simpletasks.tasks.tiering.tiers.overlaps`).
 """
 
 from __future__ import annotations
@@ -49,7 +57,17 @@ STORAGE_CLASSES: dict[str, frozenset[str]] = {
     "gs": frozenset({"STANDARD", "NEARLINE", "COLDLINE", "ARCHIVE"}),
 }
 
-_TOP = {"database", "db_schema", "db_table", "features", "score", "policy", "tiers", "min_side"}
+_TOP = {
+    "database",
+    "db_schema",
+    "db_table",
+    "features",
+    "score",
+    "policy",
+    "tiers",
+    "min_side",
+    "move",
+}
 _SCORE = {"feature", "k", "x0", "function"}
 _TIER = {"url", "storage_class"}
 
@@ -83,6 +101,7 @@ class TierConfig:
     x0: float = -1.4
     score_function: str | None = None
     min_side: int = MIN_SIDE
+    move: bool = False
 
     def __post_init__(self) -> None:
         for name in self.policy.tiers:
@@ -95,6 +114,10 @@ class TierConfig:
             raise ConfigError(f"min_side must be an integer, got {self.min_side!r}")
         if self.min_side < 1:
             raise ConfigError(f"min_side must be >= 1, got {self.min_side}")
+        if not isinstance(self.move, bool):
+            raise ConfigError(
+                f"move must be true or false, got {self.move!r} ({type(self.move).__name__})"
+            )
 
     def tier(self, name: str) -> Tier | None:
         """The tier called ``name``; ``None`` for ``trash``."""
@@ -146,6 +169,8 @@ def _from_dict(data: Mapping[str, Any]) -> TierConfig:
             kwargs[key] = data[key]
     if "min_side" in data:
         kwargs["min_side"] = data["min_side"]
+    if "move" in data:
+        kwargs["move"] = data["move"]
     return TierConfig(**kwargs)
 
 

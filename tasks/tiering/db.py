@@ -229,6 +229,18 @@ class FeaturesDB:
             raise
         return value
 
+    def row(self, session: Session, source: str, key: str) -> dict[str, Any] | None:
+        """Return the row of ``(source, key)`` as a dict, or ``None`` if there is none."""
+        try:
+            with session.begin():
+                found = session.execute(
+                    select(self.table).where(self.table.c.source == source, self.table.c.key == key)
+                ).one_or_none()
+        except BaseException:
+            session.rollback()
+            raise
+        return None if found is None else dict(found._mapping)
+
     def rows(self) -> list[dict[str, Any]]:
         """Return every row as a dict (for reports and tests)."""
         self.ensure_schema()

@@ -7,6 +7,12 @@ Delivery is at least once, and both steps are idempotent: the copy goes to the s
 row is keyed by (source bucket, key), and if a redelivery files an image in another tier (the
 configuration changed), the old copy is deleted after the row points at the new one.
 
+With ``move: true`` in the configuration, ``finalize`` then deletes the source object, but
+only once the copy is verified in its tier (the tier's service reports an object of the
+source's size) and the row is committed; ``trash`` images are never deleted. A source that
+cannot be deleted is a warning, not a failure. A redelivered task whose image is gone from
+the source, but whose row points at a verified copy in a tier, counts that image as done.
+
 Images that cannot be scored (unreadable, empty, constant, smaller than ``min_side``) are
 rejected with :class:`~simpletasks.tasks.tiering.images.ImageRejected`, a
 :class:`~simpletasks.errors.PermanentFailure` naming each image and its reason; the other
@@ -38,7 +44,7 @@ from sqlalchemy.orm import Session
 
 from simpletasks.buckets import open_bucket
 from simpletasks.datasource import Datasource
-from simpletasks.errors import ConfigError
+from simpletasks.errors import ConfigError, IntegrityError, KeyNotFound, PermanentFailure
 from simpletasks.message import BasicInfo, TaskMessage
 from simpletasks.task import DaemonTask, Result
 from simpletasks.tasks.tiering.config import TierConfig, load_config
@@ -46,7 +52,7 @@ from simpletasks.tasks.tiering.db import FeaturesDB, ImageRecord
 from simpletasks.tasks.tiering.features import check_features, load_extractor
 from simpletasks.tasks.tiering.images import ImageRejected, read_image, to_unit_float
 from simpletasks.tasks.tiering.score import checked_score, load_score
-from simpletasks.tasks.tiering.tiers import BucketOpener, TierTargets
+from simpletasks.tasks.tiering.tiers import BucketOpener, TierTargets, overlaps
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +73,11 @@ class TierStats:
         with self._lock:
             self.seconds[step] += seconds
             self.counts[step] += n
+
+    def count(self, event: str, n: int = 1) -> None:
+        """Count ``event`` (``moved``, ``delete_failed``, ``already_moved``) without a time."""
+        with self._lock:
+            self.counts[event] += n
 
 
 @contextmanager
@@ -211,13 +222,73 @@ class HasteTierTask(DaemonTask):
     def prepare(self, datasource: Datasource) -> None:
         """Fetch every input image into the cache.
 
+        In move mode the images are read from the bucket even when cached, so that a cached
+        image whose source an earlier delivery already moved is never placed again. An image
+        missing from the bucket whose row points at a copy of its size in a tier was moved
+        by an earlier delivery: it is done (its path is ``None``) and skipped.
+
         Raises:
             ConfigError: If the daemon has no bucket (the images' source).
+            PermanentFailure: In move mode, if a tier overlaps the source bucket.
+            KeyNotFound: If an image is missing and no tiered copy of it is recorded.
         """
-        if getattr(datasource, "bucket", None) is None:
+        source = getattr(datasource, "bucket", None)
+        if source is None:
             raise ConfigError(f"{NAME} reads its images from the daemon's bucket; give it one")
-        with _timed(self.stats, "download"):
-            self.paths = datasource.get(self.input_keys) if self.input_keys else []
+        config = self.load_config()
+        if config.move:
+            _refuse_overlaps(config, source.url)
+        self.paths: list[Path | None] = []
+        try:
+            with _timed(self.stats, "download"):
+                try:
+                    if self.input_keys:
+                        self.paths = list(
+                            datasource.get(self.input_keys, override_cache=config.move)
+                        )
+                except KeyNotFound:
+                    self.paths = self._get_each(datasource, config.move)
+        except BaseException:
+            self._close_own()
+            raise
+
+    def _get_each(self, datasource: Datasource, override: bool) -> list[Path | None]:
+        """Fetch the images one by one; ``None`` for each one an earlier delivery moved."""
+        paths: list[Path | None] = []
+        for key in self.input_keys:
+            try:
+                paths.append(datasource.get(key, override_cache=override))
+            except KeyNotFound as exc:
+                self._check_moved(datasource.bucket, key, exc)  # type: ignore[attr-defined]
+                paths.append(None)
+        return paths
+
+    def _check_moved(self, source: Any, key: str, missing: KeyNotFound) -> None:
+        """Return if ``key``'s row points at a copy of the recorded size in a tier; otherwise
+        raise ``missing`` with the reason added."""
+        tdb: TierDB = self._resource("tier_db")
+        row = tdb.db.row(tdb.session, source.url, key)
+        if row is None:
+            why = "no row in the features database records a tiered copy"
+        elif row["storage_url"] is None:
+            why = f"its row files it in {row['tier']!r}, which keeps no copy"
+        else:
+            targets: TierTargets = self._resource("tier_targets")
+            url = row["storage_url"]
+            tier = targets.tier_of(url, key)
+            size = None if tier is None else targets.stored_size(tier, key)
+            if size is not None and size == row["size_bytes"]:
+                logger.info("%s is gone from %s but filed at %s: done before", key, source.url, url)
+                if self.stats is not None:
+                    self.stats.count("already_moved")
+                return
+            if tier is None:
+                why = f"its row's copy {url} is in no configured tier"
+            elif size is None:
+                why = f"its row's copy {url} is missing too"
+            else:
+                why = f"its row's copy {url} has {size} bytes, the row says {row['size_bytes']}"
+        raise KeyNotFound(f"{missing}; {why}") from None
 
     def execute(self, datasource: Datasource) -> Result:
         """Decode, extract features, score and choose a tier for every image.
@@ -232,15 +303,22 @@ class HasteTierTask(DaemonTask):
         )
         self.scored: list[Scored] = []
         self.rejected: list[str] = []
+        moved_before = 0
         for key, path in zip(self.input_keys, self.paths, strict=True):
+            if path is None:  # moved by an earlier delivery (see prepare)
+                moved_before += 1
+                continue
             try:
                 self.scored.append(self._score_one(config, extractor, score_fn, key, Path(path)))
             except ImageRejected as exc:
                 self.rejected.append(f"{key}: {exc}")
         if not self.scored and self.rejected:
+            self._close_own()
             raise ImageRejected("; ".join(self.rejected))
         tiers = Counter(s.tier for s in self.scored)
         summary = ", ".join(f"{t}: {n}" for t, n in sorted(tiers.items()))
+        if moved_before:
+            summary = ", ".join(filter(None, [summary, f"moved before: {moved_before}"]))
         return Result(success=True, outputs=[s.key for s in self.scored], message=summary)
 
     def _score_one(
@@ -308,6 +386,8 @@ class HasteTierTask(DaemonTask):
             if tier is not None:
                 with _timed(self.stats, "copy"):
                     storage_url, _method = targets.place(tier, source, s.key, s.path)
+                    if config.move:
+                        _verify_copy(targets, tier, s, storage_url)
             record = ImageRecord(
                 source=source.url,
                 key=s.key,
@@ -330,6 +410,52 @@ class HasteTierTask(DaemonTask):
             if previous and previous != storage_url:
                 logger.info("%s moved: %s -> %s", s.key, previous, storage_url)
                 targets.remove(previous, s.key)
+            if config.move and tier is not None:  # trash stays in the source bucket
+                with _timed(self.stats, "delete"):
+                    self._delete_source(source, s.key)
+
+    def _delete_source(self, source: Any, key: str) -> None:
+        """Delete the moved image's source; a failure is a warning (the copy and row are in
+        place, the source simply stays)."""
+        try:
+            source.delete(key)
+        except Exception as exc:
+            logger.warning(
+                "move: could not delete %s from %s (its copy and row are in place; the source "
+                "stays): %s: %s",
+                key,
+                source.url,
+                type(exc).__name__,
+                exc,
+            )
+            if self.stats is not None:
+                self.stats.count("delete_failed")
+        else:
+            if self.stats is not None:
+                self.stats.count("moved")
+
+
+def _refuse_overlaps(config: TierConfig, source_url: str) -> None:
+    """Refuse to move into a tier that shares objects with the source bucket."""
+    for tier in config.tiers.values():
+        if overlaps(tier.url, source_url):
+            raise PermanentFailure(
+                f"move: tier {tier.name} ({tier.url}) overlaps the source bucket {source_url}: "
+                "a copy could land on a source object and moving would delete the only copy. "
+                "Give the source and the tiers separate buckets or sibling prefixes, or set "
+                "move: false"
+            )
+
+
+def _verify_copy(targets: TierTargets, tier: Any, s: Scored, storage_url: str) -> None:
+    """Check that the tier holds an object of the source's size before the source goes."""
+    size = targets.stored_size(tier, s.key)
+    if size != s.size:
+        found = "is missing" if size is None else f"has {size} bytes"
+        raise IntegrityError(
+            f"move: the copy of {s.key} at {storage_url} {found}; the source has {s.size} "
+            "bytes and is kept"
+        )
 
 
 def make_tier_job(

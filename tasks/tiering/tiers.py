@@ -11,21 +11,28 @@ bucket (below the tier URL's prefix), so placing it twice leaves one copy:
   copy, with the storage class as an S3 ``StorageClass`` argument or the GCS blob's
   ``storage_class``.
 
-The bucket backends' public API has no copy or storage class yet, so this module uses the
-backends' clients (``S3Bucket.client``/``.bucket``/``.prefix``, ``GCSBucket.client``/
-``.name``/``.prefix``) directly.
+The bucket backends' public API has no copy, storage class or object size yet, so this
+module uses the backends' clients (``S3Bucket.client``/``.bucket``/``.prefix``,
+``GCSBucket.client``/``.name``/``.prefix``, ``FileBucket.root``) directly.
+
+For move mode (``move: true``), :meth:`TierTargets.stored_size` checks a placed copy before
+the source is deleted, and :func:`overlaps` finds a tier that shares objects with the source
+bucket (moving an image there could delete its only copy).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from simpletasks.buckets import BucketService, open_bucket
+from simpletasks.errors import KeyNotFound
 from simpletasks.tasks.tiering.config import Tier, TierConfig
+from simpletasks.urls import parse_file_url
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +50,41 @@ def _kind(bucket: Any) -> str:
 
 def _s3_endpoint(bucket: Any) -> str | None:
     return getattr(getattr(bucket.client, "meta", None), "endpoint_url", None)
+
+
+def _location(url: str) -> tuple[str, tuple[str, ...]]:
+    """A bucket URL as ``(scheme, path parts)``: bucket then prefix, or a resolved directory."""
+    scheme, _, rest = url.partition("://")
+    scheme = scheme.lower()
+    if scheme == "file":
+        rest = os.path.realpath(parse_file_url(url, "bucket"))
+    return scheme, tuple(part for part in rest.split("/") if part)
+
+
+def overlaps(url_a: str, url_b: str) -> bool:
+    """Whether two bucket URLs can name the same objects.
+
+    True when both have the same scheme and bucket and one's prefix is the other's or starts
+    with it (``s3://b/in`` and ``s3://b/in``, ``s3://b`` and ``s3://b/in/tier``); ``file://``
+    directories are compared after resolving symlinks and ``..``. Sibling prefixes
+    (``s3://b/ingest`` and ``s3://b/tier-a``) do not overlap. Endpoints are not compared, so
+    two services with the same bucket name count as one (the safe answer for moving).
+    """
+    scheme_a, parts_a = _location(url_a)
+    scheme_b, parts_b = _location(url_b)
+    n = min(len(parts_a), len(parts_b))
+    return scheme_a == scheme_b and parts_a[:n] == parts_b[:n]
+
+
+class _Counter:
+    """A binary sink that only counts what is written to it."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def write(self, data: bytes) -> int:
+        self.n += len(data)
+        return len(data)
 
 
 class TierTargets:
@@ -88,13 +130,55 @@ class TierTargets:
         logger.debug("placed %s in tier %s (%s)", key, tier.name, method)
         return self.storage_url(tier, key), method
 
-    def remove(self, storage_url: str, key: str) -> None:
-        """Delete ``key`` from the tier whose copy is at ``storage_url`` (if it is a tier)."""
+    def tier_of(self, storage_url: str, key: str) -> Tier | None:
+        """The configured tier where ``key``'s copy at ``storage_url`` is (``None``: none)."""
         for tier in self.config.tiers.values():
             if self.storage_url(tier, key) == storage_url:
-                self.bucket(tier).delete(key)
-                return
-        logger.warning("old copy %s is in no configured tier; left in place", storage_url)
+                return tier
+        return None
+
+    def remove(self, storage_url: str, key: str) -> None:
+        """Delete ``key`` from the tier whose copy is at ``storage_url`` (if it is a tier)."""
+        tier = self.tier_of(storage_url, key)
+        if tier is None:
+            logger.warning("old copy %s is in no configured tier; left in place", storage_url)
+            return
+        self.bucket(tier).delete(key)
+
+    def stored_size(self, tier: Tier, key: str) -> int | None:
+        """The size in bytes of ``key``'s copy in ``tier``, asked of the tier's service.
+
+        S3: ``HeadObject``; GCS: the blob's metadata; ``file://``: the file's size; any other
+        backend: the bytes of a download (``mem://`` is in memory anyway).
+
+        Returns:
+            The size, or ``None`` if there is no such object.
+        """
+        dest: Any = self.bucket(tier)
+        kind = _kind(dest)
+        full = _full_key(dest, key)
+        if kind == "S3Bucket":
+            from botocore.exceptions import ClientError
+
+            try:
+                head = dest.client.head_object(Bucket=dest.bucket, Key=full)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    return None
+                raise
+            return int(head["ContentLength"])
+        if kind == "GCSBucket":
+            blob = dest.client.bucket(dest.name).get_blob(full)
+            return None if blob is None else int(blob.size)
+        if kind == "FileBucket":
+            path = Path(dest.root) / key
+            return path.stat().st_size if path.is_file() else None
+        counter = _Counter()
+        try:
+            dest.download_fileobj(key, counter)
+        except KeyNotFound:
+            return None
+        return counter.n
 
     @staticmethod
     def _method(source: Any, dest: Any) -> str:
@@ -145,4 +229,4 @@ class TierTargets:
             dest.upload(local, key)
 
 
-__all__ = ["BucketOpener", "TierTargets"]
+__all__ = ["BucketOpener", "TierTargets", "overlaps"]
