@@ -33,7 +33,9 @@ pika logs in as guest/guest. :attr:`AMQPQueue.url` masks the password.
   (:class:`~simpletasks.queues._amqp.ConfirmPublisher`): ``send_batch`` of 100 is one
   round trip, its frames written in a few joined socket writes (pika alone makes three
   writes and sends per message). Every message is persistent, ``text/plain;
-  charset=utf-8``, with a unique 32-hex-digit ``message_id``.
+  charset=utf-8``, with a unique 32-hex-digit ``message_id`` and the AMQP ``timestamp`` of
+  its send (whole seconds): ``Message.sent_at`` (the metrics' message age) is read from it,
+  also on messages of other producers that set it.
 * **Hand-backs.** A released or expired message is published again (same id, to the back of
   the queue, its attempt in the ``x-simpletasks-attempt`` header), confirmed, then acked: a
   crash between them duplicates it, never loses it. (``basic.reject`` is applied after the
@@ -368,7 +370,8 @@ class AMQPQueue:
             attempt = attempt_of(properties, method.redelivered)
             message_id = properties.message_id or hashlib.sha256(body).hexdigest()[:32]
             handle = _Delivery(self, generation, method.delivery_tag)
-            message = Message(message_id, body.decode("utf-8", errors="replace"), attempt, handle)
+            text = body.decode("utf-8", errors="replace")
+            message = Message(message_id, text, attempt, handle, _sent_at(properties))
             self._leases.add(method.delivery_tag, message, properties, body, lease_seconds)
             messages.append(message)
         return messages
@@ -589,3 +592,9 @@ class AMQPQueue:
 
     def __repr__(self) -> str:
         return f"AMQPQueue({self.url!r})"
+
+
+def _sent_at(properties: Any) -> float | None:
+    """The AMQP ``timestamp`` property (whole seconds; ours, or a producer's), if set."""
+    timestamp = properties.timestamp
+    return float(timestamp) if isinstance(timestamp, int) and timestamp > 0 else None

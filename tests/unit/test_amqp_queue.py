@@ -6,6 +6,7 @@ Everything that needs the broker is in tests/integration/test_amqp_broker.py.
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import pika
@@ -154,14 +155,19 @@ def test_publish_bodies_writes_what_pika_would_write_in_few_writes(body_max: int
 
     # The same messages through pika's own basic_publish, with the ids that were sent.
     sent = b"".join(ours.writes)
-    found = re.findall(rb"\x02 ([0-9a-f]{32})\xce", sent)
+    found = re.findall(rb"(?s)\x02 ([0-9a-f]{32}).{8}\xce", sent)
     assert len(found) == 5 and len(set(found)) == 5
+    stamps = [
+        int.from_bytes(t, "big") for t in re.findall(rb"(?s)\x02 [0-9a-f]{32}(.{8})\xce", sent)
+    ]
+    assert len(stamps) == 5 and all(abs(t - time.time()) < 60 for t in stamps)
     pika_channel = _ConfirmingChannel(reference, 3)
-    for body, message_id in zip(bodies + bodies[:1], found, strict=True):
+    for body, message_id, stamp in zip(bodies + bodies[:1], found, stamps, strict=True):
         properties = pika.BasicProperties(
             content_type="text/plain; charset=utf-8",
             delivery_mode=pika.DeliveryMode.Persistent,
             message_id=message_id.decode(),
+            timestamp=stamp,
         )
         pika_channel.basic_publish("", "tasks", body, properties, mandatory=True)
     assert sent == b"".join(reference.writes)
