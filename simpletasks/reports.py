@@ -3,6 +3,10 @@ optional done queue. Their JSON form is the contract with whoever reads those qu
 :func:`parse_report` reads it back.
 
 Every report carries ``"version": REPORT_VERSION`` and ``"kind"`` (``"error"`` or ``"done"``).
+A daemon run with ``--report-starts`` also writes a :class:`StartedReport` (``"kind":
+"started"``) to the done queue when a task starts; :func:`parse_report` reads those only when
+asked (``with_started=True``), so a reader written before them treats one as it treats any
+unknown kind: a :class:`~simpletasks.errors.MessageError`.
 A report too large for its queue keeps its shape: ``body`` becomes ``null``, ``truncated`` is
 ``true``, and ``body_head``/``body_bytes`` hold the head and size of the original body's JSON.
 """
@@ -15,7 +19,7 @@ import re
 import socket
 import time
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Literal, overload
 
 from simpletasks.errors import MessageError
 from simpletasks.message import decode_body
@@ -69,9 +73,10 @@ def _report_json(report: Any, max_bytes: int | None) -> str:
     if max_bytes is None or len(text.encode()) <= max_bytes:
         return text
     budget = max(0, max_bytes - _SHRINK_MARGIN) // 8  # escaping may double each string
-    body = _dumps(data["body"])
-    data.update(body=None, truncated=True, body_bytes=len(body.encode()))
-    data["body_head"] = _head(body, budget)
+    if "body" in data:  # a started report has none
+        body = _dumps(data["body"])
+        data.update(body=None, truncated=True, body_bytes=len(body.encode()))
+        data["body_head"] = _head(body, budget)
     for name in ("error_message", "traceback", "result_message"):
         if isinstance(data.get(name), str) and len(data[name].encode()) > budget:
             data[name] = _head(data[name], budget) + " [truncated]"
@@ -177,18 +182,61 @@ class DoneReport(_Common):
     kind: str = field(default="done", kw_only=True)
 
 
+@dataclass(frozen=True)
+class StartedReport(_Common):
+    """A delivery of a task is about to run its ``prepare`` phase; written to the done queue
+    by :class:`~simpletasks.started.StartedReports` (``simpletasks run --report-starts``).
+
+    It has no ``body`` (it would double the done queue's bytes); a reader that needs the
+    task's inputs waits for the done or error report of the same message.
+
+    Attributes:
+        host: Where it runs.
+        message_id: The queue's id of the message.
+        task_name: ``basic_info.name``.
+        task_id: ``basic_info.id``.
+        attempt: Which delivery of the message this is (1 = first).
+        job_id: The message's ``job_id``, if it had one.
+        daemon: The name of the daemon that runs it.
+        time: Unix time of the report (when the task started).
+    """
+
+    host: HostInfo
+    message_id: str
+    task_name: str
+    task_id: int
+    attempt: int
+    kind: str = field(default="started", kw_only=True)
+
+
 Report = ErrorReport | DoneReport
 
 
-def parse_report(text: str | bytes) -> Report:
-    """Read a report that :meth:`ErrorReport.to_json` or :meth:`DoneReport.to_json` wrote.
+@overload
+def parse_report(text: str | bytes, *, with_started: Literal[False] = False) -> Report: ...
+
+
+@overload
+def parse_report(text: str | bytes, *, with_started: bool) -> Report | StartedReport: ...
+
+
+def parse_report(text: str | bytes, *, with_started: bool = False) -> Report | StartedReport:
+    """Read a report that :meth:`ErrorReport.to_json` or :meth:`DoneReport.to_json` wrote
+    (and :class:`StartedReport`'s ``to_json``, if ``with_started``).
 
     Fields a newer writer added are ignored; fields an older writer did not have take their
     defaults (reports without ``version`` are version 0).
 
+    Args:
+        text: The queue message's body.
+        with_started: Also read started reports. Off by default, so readers that know only
+            done and error reports (``simpletasks status``) keep treating them as not
+            reports.
+
     Raises:
-        MessageError: If ``text`` is not a report: not JSON, an unknown ``kind``, a version
-            newer than this reader, or a required field missing (the message names it).
+        MessageError: If ``text`` is not a report: not JSON, an unknown ``kind`` (``started``
+            too, unless ``with_started``), a version newer than this reader, or a required
+            field missing (the message names it).
     """
     data = decode_body(text)
     if not isinstance(data, dict):
@@ -199,13 +247,16 @@ def parse_report(text: str | bytes) -> Report:
             f"report version {version!r} is newer than this reader ({REPORT_VERSION}); "
             "upgrade simpletasks"
         )
-    classes: dict[Any, type[ErrorReport] | type[DoneReport]] = {
+    classes: dict[Any, type[ErrorReport] | type[DoneReport] | type[StartedReport]] = {
         "error": ErrorReport,
         "done": DoneReport,
     }
+    if with_started:
+        classes["started"] = StartedReport
     cls = classes.get(data.get("kind"))
     if cls is None:
-        raise MessageError(f"not a report: kind is {data.get('kind')!r}, not 'error' or 'done'")
+        known = " or ".join(repr(k) for k in classes)
+        raise MessageError(f"not a report: kind is {data.get('kind')!r}, not {known}")
     host = data.get("host")
     if not isinstance(host, dict):
         raise MessageError("report has no host object")
@@ -214,10 +265,11 @@ def parse_report(text: str | bytes) -> Report:
         if f.name in data:
             values[f.name] = data[f.name]
     values["host"] = HostInfo(hostname=str(host.get("hostname", "")), pid=int(host.get("pid", 0)))
-    if "body" in data and isinstance(data["body"], dict) and data["body"].get("truncated") is True:
+    body = data.get("body")
+    if "body" in values and isinstance(body, dict) and body.get("truncated") is True:
         # version 0 wrote a truncated body in place of the body
-        values.update(body=None, truncated=True, body_head=data["body"].get("head", ""))
-        values["body_bytes"] = data["body"].get("bytes", 0)
+        values.update(body=None, truncated=True, body_head=body.get("head", ""))
+        values["body_bytes"] = body.get("bytes", 0)
     try:
         return cls(**values)
     except TypeError as exc:

@@ -266,6 +266,14 @@ def build_datasource(
     "each gets a final report of phase `skipped`.",
 )
 @click.option(
+    "--report-starts",
+    is_flag=True,
+    show_envvar=True,
+    envvar=env_name("REPORT_STARTS"),
+    help="Send a started report to --done-queue when a task starts (one more message per "
+    "attempt), so the job API (`simpletasks serve`) counts it as running. Needs --done-queue.",
+)
+@click.option(
     "--max-tasks",
     type=click.IntRange(min=1),
     show_envvar=True,
@@ -352,6 +360,7 @@ def run(
     grace_seconds: float,
     burst: bool,
     skip_cancelled: bool,
+    report_starts: bool,
     max_tasks: int | None,
     from_metadata: str | None,
     preemption_poll: float,
@@ -406,14 +415,16 @@ def run(
             from simpletasks.jobs import JobCancellations
 
             extras["skip"] = JobCancellations.from_url(bucket_url)
-        extras["middleware"] = [*observers.middleware, *extras.get("middleware", [])]
+        done_queue = open_queue(done_url) if done_url else None
+        starts = _started_reports(done_queue) if report_starts else []
+        extras["middleware"] = [*starts, *observers.middleware, *extras.get("middleware", [])]
         queue = open_queue(queue_url)
         daemon = DaemonService(
             queue=observers.metered.queue(queue) if observers.metered else queue,
             registry=registry,
             datasource=build_datasource(bucket_url, cache_dir, cache_max_bytes, observers.metered),
             error_queue=open_queue(error_url),
-            done_queue=open_queue(done_url) if done_url else None,
+            done_queue=done_queue,
             settings=settings,
             name=daemon_name,
             **extras,
@@ -437,6 +448,23 @@ def run(
             f"{failed} task(s) failed for good; see their reports with "
             f"`simpletasks peek {error_url}`"
         )
+
+
+def _started_reports(done_queue: Any) -> list[Any]:
+    """The middleware of ``--report-starts``.
+
+    Raises:
+        ConfigError: Without a done queue (the reports' only destination).
+    """
+    from simpletasks.errors import ConfigError
+    from simpletasks.started import StartedReports
+
+    if done_queue is None:
+        raise ConfigError(
+            "--report-starts sends started reports to the done queue: give --done-queue "
+            "(or SIMPLETASKS_DONE_QUEUE)"
+        )
+    return [StartedReports(done_queue)]
 
 
 def _extras(followup_url: str | None, middleware_paths: tuple[str, ...]) -> dict[str, Any]:

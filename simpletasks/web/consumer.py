@@ -4,6 +4,11 @@ Each batch of reports is applied in one transaction and acked only after the com
 crash loses nothing: the queue delivers the batch again. A report already stored (same
 message id, attempt and kind) is recognised and skipped, so redelivery changes nothing.
 Unparseable reports are logged and acked (they can never be read).
+
+Started reports (daemons run with ``--report-starts``) move a queued task to *running*; they
+are stored like the others (for idempotency) but are not results, count as neither done nor
+failed for their worker, and never create a task row (they carry no body; the done or error
+report that follows does).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from simpletasks.errors import MessageError
 from simpletasks.queues import Message, QueueService
-from simpletasks.reports import DoneReport, ErrorReport, parse_report
+from simpletasks.reports import DoneReport, ErrorReport, StartedReport, parse_report
 from simpletasks.web.db import STATES, Job, Report, Task, Worker
 
 logger = logging.getLogger(__name__)
@@ -28,21 +33,25 @@ logger = logging.getLogger(__name__)
 LEASE_SECONDS = 60.0
 BATCH = 100  # reports per transaction (at most the queue's batch size)
 
+AnyReport = ErrorReport | DoneReport | StartedReport
 
-def _state_of(report: ErrorReport | DoneReport) -> str:
+
+def _state_of(report: AnyReport) -> str:
     if isinstance(report, DoneReport):
         return "succeeded"
+    if isinstance(report, StartedReport):
+        return "running"
     if report.final:
         return "cancelled" if report.phase == "skipped" else "failed"
     return "running"  # failed, will be delivered again
 
 
-def apply_report(session: Session, report: ErrorReport | DoneReport) -> bool:
+def apply_report(session: Session, report: AnyReport) -> bool:
     """Store one report and move its task and worker on; return False if already stored."""
     return apply_reports(session, [report])[0]
 
 
-def apply_reports(session: Session, reports: Sequence[ErrorReport | DoneReport]) -> list[bool]:
+def apply_reports(session: Session, reports: Sequence[AnyReport]) -> list[bool]:
     """Store reports and move their tasks and workers on (one query of each kind per batch).
 
     Returns, for each report, whether it was new (``False``: already stored, or a repeat
@@ -62,9 +71,7 @@ def apply_reports(session: Session, reports: Sequence[ErrorReport | DoneReport])
     return fresh
 
 
-def _stored_keys(
-    session: Session, reports: Sequence[ErrorReport | DoneReport]
-) -> set[tuple[str, int, str]]:
+def _stored_keys(session: Session, reports: Sequence[AnyReport]) -> set[tuple[str, int, str]]:
     ids = sorted({str(r.message_id) for r in reports})
     rows = session.execute(
         select(Report.message_id, Report.attempt, Report.kind).where(Report.message_id.in_(ids))
@@ -72,11 +79,11 @@ def _stored_keys(
     return {(m, int(a), k) for m, a, k in rows}
 
 
-def _skipped(report: ErrorReport | DoneReport) -> bool:
+def _skipped(report: AnyReport) -> bool:
     return isinstance(report, ErrorReport) and report.phase == "skipped"
 
 
-def _report_row(report: ErrorReport | DoneReport) -> Report:
+def _report_row(report: AnyReport) -> Report:
     row = Report(
         message_id=str(report.message_id),
         attempt=int(report.attempt),
@@ -92,14 +99,17 @@ def _report_row(report: ErrorReport | DoneReport) -> Report:
     if isinstance(report, DoneReport):
         row.final, row.phase, row.outputs = True, "done", list(report.outputs)
         row.message, row.error_type, row.seconds = report.result_message, "", report.seconds
+    elif isinstance(report, StartedReport):
+        row.final, row.phase, row.outputs = False, "started", []
+        row.message, row.error_type, row.seconds = "", "", None
     else:
         row.final, row.phase, row.outputs = bool(report.final), str(report.phase), []
         row.message, row.error_type, row.seconds = report.error_message, report.error_type, None
     return row
 
 
-def _see_workers(session: Session, reports: Sequence[ErrorReport | DoneReport]) -> None:
-    by_worker: dict[tuple[str, int, str], list[ErrorReport | DoneReport]] = {}
+def _see_workers(session: Session, reports: Sequence[AnyReport]) -> None:
+    by_worker: dict[tuple[str, int, str], list[AnyReport]] = {}
     for report in reports:
         ident = (report.host.hostname, report.host.pid, report.daemon)
         by_worker.setdefault(ident, []).append(report)
@@ -123,13 +133,13 @@ def _see_workers(session: Session, reports: Sequence[ErrorReport | DoneReport]) 
             session.add(worker)
         done = sum(isinstance(r, DoneReport) for r in seen)
         worker.tasks_done += done
-        worker.tasks_failed += len(seen) - done
+        worker.tasks_failed += sum(isinstance(r, ErrorReport) for r in seen)
         worker.last_seen = max(worker.last_seen, *times)
         worker.first_seen = min(worker.first_seen, *times)
 
 
-def _move_tasks(session: Session, reports: Sequence[ErrorReport | DoneReport]) -> None:
-    by_job: dict[str, list[ErrorReport | DoneReport]] = {}
+def _move_tasks(session: Session, reports: Sequence[AnyReport]) -> None:
+    by_job: dict[str, list[AnyReport]] = {}
     for report in reports:
         by_job.setdefault(str(report.job_id), []).append(report)
     for job_id, job_reports in by_job.items():
@@ -144,6 +154,8 @@ def _move_tasks(session: Session, reports: Sequence[ErrorReport | DoneReport]) -
         for report in job_reports:
             task = tasks.get(int(report.task_id or 0))
             if task is None:
+                if isinstance(report, StartedReport):
+                    continue  # no body to make the row from; its done/error report will
                 if known_job is None:
                     known_job = session.get(Job, job_id) is not None
                 if not known_job:
@@ -174,7 +186,7 @@ def _task_from_report(job_id: str, report: ErrorReport | DoneReport) -> Task:
 
 
 class ReportConsumer:
-    """Consumes done and error reports into the database.
+    """Consumes done, started and error reports into the database.
 
     Args:
         sessions: The database session factory.
@@ -227,10 +239,10 @@ class ReportConsumer:
         return total
 
     def _apply(self, queue: QueueService, messages: list[Message]) -> int:
-        parsed: list[tuple[Message, ErrorReport | DoneReport | None]] = []
+        parsed: list[tuple[Message, AnyReport | None]] = []
         for message in messages:
             try:
-                parsed.append((message, parse_report(message.body)))
+                parsed.append((message, parse_report(message.body, with_started=True)))
             except MessageError as exc:
                 logger.warning("unreadable report %s on %s: %s", message.id, queue.url, exc)
                 self.unreadable += 1
@@ -243,7 +255,7 @@ class ReportConsumer:
         queue.ack_many(messages)
         return applied
 
-    def _commit(self, reports: list[ErrorReport | DoneReport]) -> int:
+    def _commit(self, reports: list[AnyReport]) -> int:
         """Apply ``reports`` in one transaction; return how many were new.
 
         A lone report that hits a unique constraint (another consumer stored it, or the

@@ -20,6 +20,7 @@ from simpletasks.jobs import JobCancellations
 from simpletasks.queues import open_queue
 from simpletasks.registry import TaskRegistry
 from simpletasks.settings import DaemonSettings
+from simpletasks.started import StartedReports
 from simpletasks.tasks.noop.task import NoOpTask
 
 try:  # the web extra; CI must have it (an ImportError there fails the collection)
@@ -95,9 +96,11 @@ class WebEnv:
         registry: TaskRegistry | None = None,
         *,
         skip: bool = True,
+        report_starts: bool = False,
         **settings: Any,
     ) -> DaemonService:
-        """A real daemon on the task queue, reporting to the done and error queues."""
+        """A real daemon on the task queue, reporting to the done and error queues (and
+        its starts to the done queue, with ``report_starts``)."""
         if registry is None:
             registry = TaskRegistry()
             registry.register(NoOpTask)
@@ -111,14 +114,16 @@ class WebEnv:
             grace_seconds=5.0,
         )
         defaults.update(settings)
+        done = open_queue(self.done_url)
         return DaemonService(
             queue=open_queue(self.queue_url),
             registry=registry,
             datasource=BucketCacheDatasource(bucket, FileSystemCache(self.tmp / "cache")),
             error_queue=open_queue(self.error_url),
-            done_queue=open_queue(self.done_url),
+            done_queue=done,
             settings=DaemonSettings(**defaults),
             skip=JobCancellations(bucket, ttl_seconds=0.0) if skip else None,
+            middleware=[StartedReports(done)] if report_starts else [],
         )
 
 
