@@ -79,7 +79,10 @@ class Task(Base):
 
 
 class Report(Base):
-    """A report consumed from the done or error queue (a *result* when it is final)."""
+    """A report consumed from the done or error queue (a *result* when it is final).
+
+    ``kind`` is ``done``, ``error`` or ``started`` (never final; phase ``started``).
+    """
 
     __tablename__ = "st_reports"
     __table_args__ = (UniqueConstraint("message_id", "attempt", "kind"),)
