@@ -3,7 +3,8 @@
 Each batch of reports is applied in one transaction and acked only after the commit, so a
 crash loses nothing: the queue delivers the batch again. A report already stored (same
 message id, attempt and kind) is recognised and skipped, so redelivery changes nothing.
-Unparseable reports are logged and acked (they can never be read).
+Unparseable reports, and reports with a field the database cannot store (a string attempt,
+an over-long job id), are logged and acked: they can never be read.
 
 Started reports (daemons run with ``--report-starts``) move a queued task to *running*; they
 are stored like the others (for idempotency) but are not results, count as neither done nor
@@ -44,6 +45,48 @@ def _state_of(report: AnyReport) -> str:
     if report.final:
         return "cancelled" if report.phase == "skipped" else "failed"
     return "running"  # failed, will be delivered again
+
+
+_INT_MAX = 2**31 - 1  # the database's Integer columns are 32-bit on PostgreSQL
+
+#: Fields the consumer stores: name -> (accepted types, longest string or largest int).
+_FIELDS: dict[str, tuple[tuple[type, ...], int | None]] = {
+    "message_id": ((str,), 500),
+    "attempt": ((int,), _INT_MAX),
+    "job_id": ((str, type(None)), 128),
+    "task_id": ((int, type(None)), _INT_MAX),
+    "daemon": ((str,), 200),
+    "time": ((int, float), None),
+    "outputs": ((list,), None),
+    "result_message": ((str,), None),
+    "seconds": ((int, float), None),
+    "final": ((bool,), None),
+    "phase": ((str,), 20),
+    "error_type": ((str,), 200),
+    "error_message": ((str,), None),
+}
+
+
+def malformed(report: AnyReport) -> str | None:
+    """Say what in a parsed report the database cannot store (``None``: nothing).
+
+    :func:`~simpletasks.reports.parse_report` checks the shape, not the field types; a report
+    with, say, ``"attempt": "x"`` would fail its whole batch on every delivery.
+    """
+    values = {"hostname": report.host.hostname, "pid": report.host.pid, **vars(report)}
+    for name, (types, limit) in (*_FIELDS.items(), ("hostname", ((str,), 255))):
+        if name not in values:
+            continue
+        value = values[name]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            return f"{name} is {type(value).__name__}, not {' or '.join(t.__name__ for t in types)}"
+        if limit is not None and isinstance(value, str) and len(value) > limit:
+            return f"{name} is longer than {limit} characters"
+        if limit is not None and isinstance(value, int) and not -limit <= value <= limit:
+            return f"{name} {value} is out of range"
+    if isinstance(report, DoneReport) and not all(isinstance(o, str) for o in report.outputs):
+        return "outputs must all be strings"
+    return None
 
 
 def apply_report(session: Session, report: AnyReport) -> bool:
@@ -242,8 +285,12 @@ class ReportConsumer:
         parsed: list[tuple[Message, AnyReport | None]] = []
         for message in messages:
             try:
-                parsed.append((message, parse_report(message.body, with_started=True)))
-            except MessageError as exc:
+                report = parse_report(message.body, with_started=True)
+                problem = malformed(report)
+                if problem is not None:
+                    raise MessageError(f"a {report.kind} report whose {problem}")
+                parsed.append((message, report))
+            except (MessageError, TypeError, ValueError) as exc:  # int(pid) of "x" or null
                 logger.warning("unreadable report %s on %s: %s", message.id, queue.url, exc)
                 self.unreadable += 1
                 parsed.append((message, None))

@@ -326,3 +326,49 @@ def test_without_report_starts_a_running_task_stays_queued(
         daemon.stop()
     consume(app)
     assert _counts(client, auth, job_id)["succeeded"] == 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"attempt": "x"},
+        {"attempt": True},
+        {"attempt": 2**40},
+        {"task_id": "1"},
+        {"job_id": ["j"]},
+        {"job_id": "j" * 129},
+        {"daemon": None},
+        {"time": "now"},
+        {"message_id": 5},
+        {"host": {"hostname": "h", "pid": "x"}},
+        {"host": {"hostname": "h", "pid": None}},
+        {"host": {"hostname": "h" * 300, "pid": 1}},
+    ],
+    ids=lambda change: next(iter(change)) + "=" + repr(next(iter(change.values())))[:20],
+)
+@pytest.mark.parametrize("kind", ["started", "done", "error"])
+def test_reports_with_fields_of_the_wrong_type_are_unreadable_not_stuck(
+    app: Any,
+    client: Any,
+    auth: dict[str, str],
+    env: Any,
+    consume: Any,
+    kind: str,
+    change: dict[str, Any],
+):
+    """A report whose field the database cannot store is logged and acked like any unreadable
+    one; before, it failed its whole batch on every delivery (nothing of it was acked)."""
+    import json
+
+    job_id = _job_with_tasks(client, auth, 2)
+    make = {"started": _started, "done": _done}
+    good = make[kind](job_id, 1, "bad") if kind in make else _error(job_id, 1, "bad", 1, final=True)
+    bad = json.dumps({**json.loads(good), **change})
+    queue = open_queue(env.error_url if kind == "error" else env.done_url)
+    queue.send(bad)
+    queue.send(_started(job_id, 2, "fine") if kind != "error" else _error(job_id, 2, "f", 1, False))
+    consume(app)
+    consumer = app.extensions["simpletasks"].consumer
+    assert (consumer.unreadable, consumer.consumed) == (1, 1)
+    assert queue.counts().visible == 0 and queue.counts().in_flight == 0
+    assert _counts(client, auth, job_id)["running"] == 1
