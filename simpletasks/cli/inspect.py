@@ -68,7 +68,8 @@ def held(
 
 
 def read_report(body: str) -> dict[str, Any] | None:
-    """Return a report's fields (``kind`` ``error`` or ``done``), or ``None`` for a task."""
+    """Return a report's fields (``kind`` ``error``, ``done`` or ``started``), or ``None``
+    for a task."""
     from dataclasses import asdict
 
     from simpletasks.reports import parse_report
@@ -76,7 +77,7 @@ def read_report(body: str) -> dict[str, Any] | None:
     if '"kind"' not in body:  # cheap: task messages have no "kind"
         return None
     try:
-        return asdict(parse_report(body))
+        return asdict(parse_report(body, with_started=True))
     except MessageError:
         return None
 
@@ -194,7 +195,7 @@ def _rates(
 def summarise(queue: Any, limit: int) -> str:
     """Describe the reports among the first ``limit`` visible messages ("" if none)."""
     final: Counter[str] = Counter()
-    retried = done = tasks = 0
+    retried = done = started = tasks = 0
 
     def has_reports(batch: list[Any]) -> bool:  # a task queue: stop after one batch
         return any(read_report(m.body) is not None for m in batch)
@@ -206,12 +207,14 @@ def summarise(queue: Any, limit: int) -> str:
                 tasks += 1
             elif report["kind"] == "done":
                 done += 1
+            elif report["kind"] == "started":
+                started += 1
             elif report.get("final"):
                 final[str(report.get("task_name") or "?")] += 1
             else:
                 retried += 1
         seen = len(messages)
-    if not final and not retried and not done:
+    if not final and not retried and not done and not started:
         return ""
     parts = []
     if final or retried:
@@ -223,6 +226,8 @@ def summarise(queue: Any, limit: int) -> str:
         )
     if done:
         parts.append(f"{done} done report(s)")
+    if started:
+        parts.append(f"{started} started report(s)")
     if tasks:
         parts.append(f"{tasks} other message(s)")
     more = f" (first {seen} read)" if seen >= limit else ""

@@ -126,3 +126,23 @@ def test_status_of_a_task_queue_reads_one_batch_and_leaves_it(
     assert result.output.splitlines() == [f"{url}\tvisible=25\tin_flight=0"]
     assert len(received) == 1  # one batch: no reports in it, so no more
     assert open_queue(url).counts().visible == 25
+
+
+def test_status_counts_started_reports_of_run_report_starts(tmp_path: Path) -> None:
+    urls = {name: f"file://{tmp_path}/{name}" for name in ("tasks", "errors", "done", "bucket")}
+    made = invoke("create", urls["tasks"], urls["errors"], urls["done"], "--bucket", urls["bucket"])
+    assert made.exit_code == 0, made.output
+    messages = tmp_path / "tasks.jsonl"
+    messages.write_text(
+        "\n".join(json.dumps({"basic_info": {"id": i, "name": "NO_OP"}}) for i in range(2)) + "\n"
+    )
+    assert invoke("schedule", "--queue", urls["tasks"], str(messages)).exit_code == 0
+    ran = invoke(
+        "run", "--queue", urls["tasks"], "--error-queue", urls["errors"], "--done-queue",
+        urls["done"], "--bucket", urls["bucket"], "--cache-dir", str(tmp_path / "cache"),
+        "--report-starts", "--burst", "--wait", "0",
+    )  # fmt: skip
+    assert ran.exit_code == 0, ran.output
+    result = invoke("status", urls["done"])
+    assert result.exit_code == 0, result.output
+    assert "  2 done report(s); 2 started report(s)" in result.output.splitlines()
