@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from tests_support import file_setup, invoke
 
 from simpletasks.cli import main
 from simpletasks.queues import open_queue
@@ -15,22 +15,7 @@ from simpletasks.queues import open_queue
 
 @pytest.fixture
 def urls(tmp_path: Path) -> dict[str, str]:
-    made = {
-        "queue": f"file://{tmp_path}/tasks",
-        "errors": f"file://{tmp_path}/errors",
-        "done": f"file://{tmp_path}/done",
-        "bucket": f"file://{tmp_path}/bucket",
-        "cache": str(tmp_path / "cache"),
-    }
-    result = invoke(
-        "create", made["queue"], made["errors"], made["done"], "--bucket", made["bucket"]
-    )
-    assert result.exit_code == 0, result.output
-    return made
-
-
-def invoke(*args: str, env: dict[str, str] | None = None) -> Any:
-    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+    return file_setup(tmp_path)
 
 
 def test_schedule_run_status_purge_through_env_vars(urls: dict[str, str], tmp_path: Path) -> None:

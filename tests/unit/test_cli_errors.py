@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 import pytest
-from click.testing import CliRunner
+from tests_support import invoke
 
 from simpletasks.cli import main
 from simpletasks.queues import open_queue
@@ -26,10 +26,6 @@ def urls(tmp_path: Path) -> dict[str, str]:
     result = invoke("create", made["queue"], made["errors"], "--bucket", made["bucket"])
     assert result.exit_code == 0, result.output
     return made
-
-
-def invoke(*args: str, env: dict[str, str | None] | None = None, **kwargs: Any) -> Any:
-    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False, **kwargs)
 
 
 def one_line_error(result: Any, code: int, *expected: str) -> str:

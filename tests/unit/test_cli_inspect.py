@@ -8,14 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
+from tests_support import invoke
 
-from simpletasks.cli import main
 from simpletasks.queues import open_queue
-
-
-def invoke(*args: str) -> Any:
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
 @pytest.fixture

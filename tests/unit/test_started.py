@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 from tasktypes import FailTask
+from tests_support import file_setup, invoke
 
 from simpletasks.buckets import open_bucket
 from simpletasks.buckets.memory import MemoryBucket
 from simpletasks.cache import FileSystemCache
-from simpletasks.cli import main
 from simpletasks.daemon import DaemonService
 from simpletasks.datasource import BucketCacheDatasource
 from simpletasks.errors import ConfigError, MessageError
@@ -191,22 +190,7 @@ def test_started_reports_are_read_only_when_asked() -> None:
 
 @pytest.fixture
 def urls(tmp_path: Path) -> dict[str, str]:
-    made = {
-        "queue": f"file://{tmp_path}/tasks",
-        "errors": f"file://{tmp_path}/errors",
-        "done": f"file://{tmp_path}/done",
-        "bucket": f"file://{tmp_path}/bucket",
-        "cache": str(tmp_path / "cache"),
-    }
-    result = invoke(
-        "create", made["queue"], made["errors"], made["done"], "--bucket", made["bucket"]
-    )
-    assert result.exit_code == 0, result.output
-    return made
-
-
-def invoke(*args: str, env: dict[str, str] | None = None) -> Any:
-    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+    return file_setup(tmp_path)
 
 
 def run_args(urls: dict[str, str]) -> list[str]:
