@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests_support import invoke
+from tests_support import file_setup, invoke
 
 from simpletasks.queues import open_queue
 
@@ -124,17 +124,15 @@ def test_status_of_a_task_queue_reads_one_batch_and_leaves_it(
 
 
 def test_status_counts_started_reports_of_run_report_starts(tmp_path: Path) -> None:
-    urls = {name: f"file://{tmp_path}/{name}" for name in ("tasks", "errors", "done", "bucket")}
-    made = invoke("create", urls["tasks"], urls["errors"], urls["done"], "--bucket", urls["bucket"])
-    assert made.exit_code == 0, made.output
+    urls = file_setup(tmp_path)
     messages = tmp_path / "tasks.jsonl"
     messages.write_text(
         "\n".join(json.dumps({"basic_info": {"id": i, "name": "NO_OP"}}) for i in range(2)) + "\n"
     )
-    assert invoke("schedule", "--queue", urls["tasks"], str(messages)).exit_code == 0
+    assert invoke("schedule", "--queue", urls["queue"], str(messages)).exit_code == 0
     ran = invoke(
-        "run", "--queue", urls["tasks"], "--error-queue", urls["errors"], "--done-queue",
-        urls["done"], "--bucket", urls["bucket"], "--cache-dir", str(tmp_path / "cache"),
+        "run", "--queue", urls["queue"], "--error-queue", urls["errors"], "--done-queue",
+        urls["done"], "--bucket", urls["bucket"], "--cache-dir", urls["cache"],
         "--report-starts", "--burst", "--wait", "0",
     )  # fmt: skip
     assert ran.exit_code == 0, ran.output
