@@ -90,6 +90,8 @@ class LeaseKeeper:
         self.batch = max(1, queue.capabilities.max_batch)
         self.changed = threading.Condition()  # notified whenever a message changes state
         self._held: dict[int, Held] = {}
+        # How many held messages are in each state, kept as they change (the loop asks often)
+        self._in_state: dict[State, int] = dict.fromkeys(State, 0)
         self._acks: stdqueue.SimpleQueue[Message | None] = stdqueue.SimpleQueue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -103,7 +105,11 @@ class LeaseKeeper:
             until = time.monotonic() + self.lease_seconds
             held = self._held
             for message in messages:
-                held[id(message)] = Held(message, State.BUFFERED, until, CancelFlag(changed))
+                key = id(message)
+                if key in held:  # the same object twice: count it once
+                    self._in_state[held[key].state] -= 1
+                held[key] = Held(message, State.BUFFERED, until, CancelFlag(changed))
+            self._in_state[State.BUFFERED] += len(messages)
 
     def start(self, message: Message) -> CancelFlag | None:
         """Mark a buffered message running and return its cancel event.
@@ -115,7 +121,7 @@ class LeaseKeeper:
             held = self._held.get(id(message))
             if held is None or held.state is not State.BUFFERED:
                 return None
-            held.state = State.RUNNING
+            self._move(held, State.RUNNING)
             self._notify()  # an ordered queue's loop waits for an empty buffer
             return held.cancel
 
@@ -131,7 +137,7 @@ class LeaseKeeper:
             key = id(message)
             while (held := self._held.get(key)) is not None and held.renewing:
                 self.changed.wait()  # as _wait_for_renewals, for one message
-            self._held.pop(key, None)
+            self._drop(key)
             self._notify()
             return held is not None
 
@@ -139,9 +145,8 @@ class LeaseKeeper:
         """Stop holding ``messages`` (the acker's batch), under one lock."""
         with self.changed:
             self._wait_for_renewals(messages)
-            pop = self._held.pop
             for message in messages:
-                pop(id(message), None)
+                self._drop(id(message))
             self._notify()
 
     def counts(self) -> tuple[int, int]:
@@ -157,7 +162,7 @@ class LeaseKeeper:
             self._wait_for_renewals(messages)
             for held in taken:
                 held.cancel.set()
-                del self._held[id(held.message)]
+                self._drop(id(held.message))
             self.changed.notify_all()
             return messages
 
@@ -192,8 +197,19 @@ class LeaseKeeper:
             self.changed.notify_all()
 
     def _counts(self) -> tuple[int, int]:
-        states = [h.state for h in self._held.values()]
-        return states.count(State.BUFFERED), states.count(State.RUNNING)
+        return self._in_state[State.BUFFERED], self._in_state[State.RUNNING]
+
+    def _move(self, held: Held, state: State) -> None:
+        """Put ``held`` in ``state`` (lock held), keeping the counts."""
+        self._in_state[held.state] -= 1
+        self._in_state[state] += 1
+        held.state = state
+
+    def _drop(self, key: int) -> None:
+        """Stop holding the message of ``id()`` ``key``, if held (lock held)."""
+        held = self._held.pop(key, None)
+        if held is not None:
+            self._in_state[held.state] -= 1
 
     def _wait_for_renewals(self, messages: Sequence[Message]) -> None:
         """Wait (lock held) until no extend call is in flight for ``messages``.
@@ -213,7 +229,7 @@ class LeaseKeeper:
             held = self._held.get(id(message))
             if held is None or held.state is State.ACKING:
                 return
-            held.state = State.ACKING
+            self._move(held, State.ACKING)
             self._notify()
         self._acks.put(message)
 
