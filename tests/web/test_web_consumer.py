@@ -7,57 +7,13 @@ import time
 from typing import Any
 
 from sqlalchemy import func, select
+from web_reports import done_report, error_report, job_with_tasks
 
 from simpletasks.buckets import open_bucket
 from simpletasks.queues import open_queue
-from simpletasks.reports import DoneReport, ErrorReport, HostInfo
+from simpletasks.reports import DoneReport
 from simpletasks.web.consumer import apply_report
 from simpletasks.web.db import Report
-
-HOST = HostInfo(hostname="w1", pid=42)
-
-
-def _job_with_tasks(client: Any, auth: dict[str, str], n: int) -> str:
-    job = client.post("/jobs/", json={"name": "j", "task_type": "NO_OP"}, headers=auth).json
-    client.post(f"/jobs/{job['id']}/tasks/", json={"tasks": [{}] * n}, headers=auth)
-    return str(job["id"])
-
-
-def _done(job_id: str, task_id: int, message_id: str, attempt: int = 1) -> DoneReport:
-    return DoneReport(
-        host=HOST,
-        message_id=message_id,
-        body={},
-        task_name="NO_OP",
-        task_id=task_id,
-        outputs=[f"out/{task_id}"],
-        result_message="ok",
-        attempt=attempt,
-        seconds=0.5,
-        job_id=job_id,
-        daemon="d",
-    )
-
-
-def _error(
-    job_id: str, task_id: int, message_id: str, attempt: int, final: bool, phase: str = "execute"
-) -> ErrorReport:
-    return ErrorReport(
-        host=HOST,
-        message_id=message_id,
-        body={},
-        phase=phase,
-        error_type="RuntimeError",
-        error_message="boom",
-        traceback="",
-        attempt=attempt,
-        max_attempts=3,
-        final=final,
-        task_name="NO_OP",
-        task_id=task_id,
-        job_id=job_id,
-        daemon="d",
-    )
 
 
 def _status(client: Any, auth: dict[str, str], job_id: str) -> dict[str, int]:
@@ -67,13 +23,13 @@ def _status(client: Any, auth: dict[str, str], job_id: str) -> dict[str, int]:
 def test_redelivered_reports_change_nothing(
     app: Any, client: Any, auth: dict[str, str], env: Any, consume: Any
 ):
-    job_id = _job_with_tasks(client, auth, 2)
+    job_id = job_with_tasks(client, auth, 2)
     done, errors = open_queue(env.done_url), open_queue(env.error_url)
-    report = _done(job_id, 1, "m1").to_json()
+    report = done_report(job_id, 1, "m1").to_json()
     for _ in range(3):  # the same report delivered three times
         done.send(report)
-    errors.send(_error(job_id, 2, "m2", 1, final=False).to_json())
-    errors.send(_error(job_id, 2, "m2", 1, final=False).to_json())
+    errors.send(error_report(job_id, 2, "m2", 1, final=False).to_json())
+    errors.send(error_report(job_id, 2, "m2", 1, final=False).to_json())
     assert consume(app) == 2
     consumer = app.extensions["simpletasks"].consumer
     assert consumer.duplicates == 3
@@ -88,12 +44,12 @@ def test_redelivered_reports_change_nothing(
 def test_states_never_move_backwards(
     app: Any, client: Any, auth: dict[str, str], env: Any, consume: Any
 ):
-    job_id = _job_with_tasks(client, auth, 3)
+    job_id = job_with_tasks(client, auth, 3)
     done, errors = open_queue(env.done_url), open_queue(env.error_url)
-    done.send(_done(job_id, 1, "a", attempt=2).to_json())
-    errors.send(_error(job_id, 1, "a", 1, final=False).to_json())  # older attempt, late
-    errors.send(_error(job_id, 2, "b", 3, final=True).to_json())
-    errors.send(_error(job_id, 3, "c", 1, final=True, phase="skipped").to_json())
+    done.send(done_report(job_id, 1, "a", attempt=2).to_json())
+    errors.send(error_report(job_id, 1, "a", 1, final=False).to_json())  # older attempt, late
+    errors.send(error_report(job_id, 2, "b", 3, final=True).to_json())
+    errors.send(error_report(job_id, 3, "c", 1, final=True, phase="skipped").to_json())
     consume(app)
     counts = _status(client, auth, job_id)
     assert counts == {"queued": 0, "running": 0, "cancelled": 1, "failed": 1, "succeeded": 1}
@@ -102,12 +58,12 @@ def test_states_never_move_backwards(
 def test_unreadable_and_foreign_reports_are_dropped(
     app: Any, client: Any, auth: dict[str, str], env: Any, consume: Any
 ):
-    job_id = _job_with_tasks(client, auth, 1)
+    job_id = job_with_tasks(client, auth, 1)
     done, errors = open_queue(env.done_url), open_queue(env.error_url)
     done.send("not json")
     done.send('{"kind": "strange", "version": 1}')
-    errors.send(_error("some-other-job", 1, "x", 1, final=True).to_json())
-    done.send(_done(job_id, 1, "ok").to_json())
+    errors.send(error_report("some-other-job", 1, "x", 1, final=True).to_json())
+    done.send(done_report(job_id, 1, "ok").to_json())
     consume(app)
     consumer = app.extensions["simpletasks"].consumer
     assert consumer.unreadable == 2
@@ -120,9 +76,9 @@ def test_crash_before_ack_redelivers_and_is_applied_once(
     app: Any, client: Any, auth: dict[str, str], env: Any
 ):
     """A consumer that commits and dies before acking: the queue delivers again; no double count."""
-    job_id = _job_with_tasks(client, auth, 1)
+    job_id = job_with_tasks(client, auth, 1)
     done = open_queue(env.done_url)
-    done.send(_done(job_id, 1, "m").to_json())
+    done.send(done_report(job_id, 1, "m").to_json())
     sessions = app.extensions["simpletasks"].sessions
     from simpletasks.reports import parse_report
 
@@ -173,11 +129,11 @@ def test_consumer_thread_applies_reports_while_serving(
     app: Any, client: Any, auth: dict[str, str], env: Any
 ):
     consumer = app.extensions["simpletasks"].consumer
-    job_id = _job_with_tasks(client, auth, 1)
+    job_id = job_with_tasks(client, auth, 1)
     consumer.start(wait_seconds=0.2)
     try:
         assert client.get("/server/", headers=auth).json["consumer"]["running"] is True
-        open_queue(env.done_url).send(_done(job_id, 1, "t").to_json())
+        open_queue(env.done_url).send(done_report(job_id, 1, "t").to_json())
         deadline = time.monotonic() + 10
         while _status(client, auth, job_id)["succeeded"] != 1:
             assert time.monotonic() < deadline, "consumer thread did not apply the report"
@@ -191,8 +147,8 @@ def test_task_rows_missing_are_made_from_reports(
     app: Any, client: Any, auth: dict[str, str], env: Any, consume: Any
 ):
     """A report of a task the service did not record (sent, then the commit failed)."""
-    job_id = _job_with_tasks(client, auth, 1)
-    report = _done(job_id, 7, "late")
+    job_id = job_with_tasks(client, auth, 1)
+    report = done_report(job_id, 7, "late")
     report = DoneReport(**{**report.__dict__, "body": {"basic_info": {"inputs": ["q.dat"]}}})
     open_queue(env.done_url).send(report.to_json())
     consume(app)

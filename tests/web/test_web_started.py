@@ -10,21 +10,14 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from web_reports import HOST, done_report, error_report, job_with_tasks
 
 from simpletasks.queues import open_queue
 from simpletasks.registry import TaskRegistry
-from simpletasks.reports import DoneReport, ErrorReport, HostInfo, StartedReport, parse_report
+from simpletasks.reports import StartedReport, parse_report
 from simpletasks.task import DaemonTask, Result
 from simpletasks.web import consumer as consumer_module
 from simpletasks.web.db import Report, Task
-
-HOST = HostInfo(hostname="w1", pid=42)
-
-
-def _job_with_tasks(client: Any, auth: dict[str, str], n: int, task_type: str = "NO_OP") -> str:
-    job = client.post("/jobs/", json={"name": "j", "task_type": task_type}, headers=auth).json
-    client.post(f"/jobs/{job['id']}/tasks/", json={"tasks": [{}] * n}, headers=auth)
-    return str(job["id"])
 
 
 def _started(job_id: str | None, task_id: int, message_id: str, attempt: int = 1) -> str:
@@ -40,40 +33,13 @@ def _started(job_id: str | None, task_id: int, message_id: str, attempt: int = 1
 
 
 def _done(job_id: str, task_id: int, message_id: str, attempt: int = 1) -> str:
-    return DoneReport(
-        host=HOST,
-        message_id=message_id,
-        body={},
-        task_name="NO_OP",
-        task_id=task_id,
-        outputs=[],
-        result_message="ok",
-        attempt=attempt,
-        seconds=0.1,
-        job_id=job_id,
-        daemon="d",
-    ).to_json()
+    return done_report(job_id, task_id, message_id, attempt, outputs=[], seconds=0.1).to_json()
 
 
 def _error(
     job_id: str, task_id: int, message_id: str, attempt: int, final: bool, phase: str = "execute"
 ) -> str:
-    return ErrorReport(
-        host=HOST,
-        message_id=message_id,
-        body={},
-        phase=phase,
-        error_type="RuntimeError",
-        error_message="boom",
-        traceback="",
-        attempt=attempt,
-        max_attempts=3,
-        final=final,
-        task_name="NO_OP",
-        task_id=task_id,
-        job_id=job_id,
-        daemon="d",
-    ).to_json()
+    return error_report(job_id, task_id, message_id, attempt, final, phase).to_json()
 
 
 def _counts(client: Any, auth: dict[str, str], job_id: str) -> dict[str, int]:
@@ -89,7 +55,7 @@ def _attempts(app: Any, job_id: str) -> dict[int, int]:
 def test_started_makes_a_queued_task_running_then_done_succeeds(
     app: Any, client: Any, auth: dict[str, str], env: Any, consume: Any
 ):
-    job_id = _job_with_tasks(client, auth, 2)
+    job_id = job_with_tasks(client, auth, 2)
     done = open_queue(env.done_url)
     done.send(_started(job_id, 1, "m1"))
     done.send(_started(job_id, 1, "m1"))  # delivered twice: applied once
@@ -130,7 +96,7 @@ def test_started_makes_a_queued_task_running_then_done_succeeds(
 def test_started_and_done_in_one_batch_in_either_order(
     app: Any, client: Any, auth: dict[str, str], env: Any, consume: Any
 ):
-    job_id = _job_with_tasks(client, auth, 2)
+    job_id = job_with_tasks(client, auth, 2)
     done = open_queue(env.done_url)
     done.send(_started(job_id, 1, "a"))
     done.send(_done(job_id, 1, "a"))
@@ -143,7 +109,7 @@ def test_started_and_done_in_one_batch_in_either_order(
 def test_a_late_started_never_moves_a_final_task_back(
     app: Any, client: Any, auth: dict[str, str], env: Any, consume: Any
 ):
-    job_id = _job_with_tasks(client, auth, 3)
+    job_id = job_with_tasks(client, auth, 3)
     done, errors = open_queue(env.done_url), open_queue(env.error_url)
     done.send(_done(job_id, 1, "a"))
     errors.send(_error(job_id, 2, "b", 3, final=True))
@@ -164,7 +130,7 @@ def test_a_late_started_never_moves_a_final_task_back(
 def test_started_of_a_retry_keeps_the_task_running(
     app: Any, client: Any, auth: dict[str, str], env: Any, consume: Any
 ):
-    job_id = _job_with_tasks(client, auth, 1)
+    job_id = job_with_tasks(client, auth, 1)
     done, errors = open_queue(env.done_url), open_queue(env.error_url)
     done.send(_started(job_id, 1, "m", attempt=1))
     errors.send(_error(job_id, 1, "m", 1, final=False))  # will be delivered again
@@ -186,7 +152,7 @@ def test_started_for_unknown_jobs_and_tasks(
     """As for other reports, an unknown job's report is stored and ignored. A started report
     of a task the service did not record makes no row (it has no body to make it from);
     the done report that follows does."""
-    job_id = _job_with_tasks(client, auth, 1)
+    job_id = job_with_tasks(client, auth, 1)
     done = open_queue(env.done_url)
     done.send(_started("some-other-job", 1, "x"))
     done.send(_started(None, 1, "no-job"))  # a task not sent through the job API
@@ -206,7 +172,7 @@ def test_started_for_unknown_jobs_and_tasks(
 def test_garbled_started_reports_are_unreadable_and_dropped(
     app: Any, client: Any, auth: dict[str, str], env: Any, consume: Any
 ):
-    job_id = _job_with_tasks(client, auth, 1)
+    job_id = job_with_tasks(client, auth, 1)
     done = open_queue(env.done_url)
     done.send('{"kind": "started", "version": 1, "host": {"hostname": "h", "pid": 1}}')
     done.send('{"kind": "started", "version": 99}')
@@ -231,7 +197,7 @@ def test_an_older_consumer_drops_started_reports_with_a_log_line(
     """A consumer from before started reports called ``parse_report(body)``: to it a started
     report is an unknown kind. It logs it, counts it unreadable, acks it and goes on."""
     monkeypatch.setattr(consumer_module, "parse_report", lambda body, **kw: parse_report(body))
-    job_id = _job_with_tasks(client, auth, 2)
+    job_id = job_with_tasks(client, auth, 2)
     done = open_queue(env.done_url)
     done.send(_started(job_id, 1, "a"))
     done.send(_done(job_id, 2, "b"))
@@ -274,7 +240,7 @@ def test_a_real_daemon_with_report_starts(
     ENTERED.clear()
     registry = TaskRegistry()
     registry.register(GateTask)
-    job_id = _job_with_tasks(client, auth, 2, task_type="GATE")
+    job_id = job_with_tasks(client, auth, 2, task_type="GATE")
     daemon = env.daemon(registry, report_starts=True, concurrency=1, prefetch_seconds=0.0)
     stats: list[Any] = []
     thread = threading.Thread(target=lambda: stats.append(daemon.run()))
@@ -311,7 +277,7 @@ def test_without_report_starts_a_running_task_stays_queued(
     ENTERED.clear()
     registry = TaskRegistry()
     registry.register(GateTask)
-    job_id = _job_with_tasks(client, auth, 1, task_type="GATE")
+    job_id = job_with_tasks(client, auth, 1, task_type="GATE")
     daemon = env.daemon(registry, concurrency=1)
     thread = threading.Thread(target=daemon.run)
     thread.start()
@@ -360,7 +326,7 @@ def test_reports_with_fields_of_the_wrong_type_are_unreadable_not_stuck(
     one; before, it failed its whole batch on every delivery (nothing of it was acked)."""
     import json
 
-    job_id = _job_with_tasks(client, auth, 2)
+    job_id = job_with_tasks(client, auth, 2)
     make = {"started": _started, "done": _done}
     good = make[kind](job_id, 1, "bad") if kind in make else _error(job_id, 1, "bad", 1, final=True)
     bad = json.dumps({**json.loads(good), **change})
