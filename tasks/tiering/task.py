@@ -44,15 +44,16 @@ from sqlalchemy.orm import Session
 
 from simpletasks.buckets import open_bucket
 from simpletasks.datasource import Datasource
-from simpletasks.errors import ConfigError, IntegrityError, KeyNotFound, PermanentFailure
+from simpletasks.errors import ConfigError, KeyNotFound
 from simpletasks.message import BasicInfo, TaskMessage
 from simpletasks.task import DaemonTask, Result
+from simpletasks.tasks.tiering import move
 from simpletasks.tasks.tiering.config import TierConfig, load_config
 from simpletasks.tasks.tiering.db import FeaturesDB, ImageRecord
 from simpletasks.tasks.tiering.features import check_features, load_extractor
 from simpletasks.tasks.tiering.images import ImageRejected, read_image, to_unit_float
 from simpletasks.tasks.tiering.score import checked_score, load_score
-from simpletasks.tasks.tiering.tiers import BucketOpener, TierTargets, overlaps
+from simpletasks.tasks.tiering.tiers import BucketOpener, TierTargets
 
 logger = logging.getLogger(__name__)
 
@@ -237,7 +238,7 @@ class HasteTierTask(DaemonTask):
             raise ConfigError(f"{NAME} reads its images from the daemon's bucket; give it one")
         config = self.load_config()
         if config.move:
-            _refuse_overlaps(config, source.url)
+            move.refuse_overlaps(config, source.url)
         self.paths: list[Path | None] = []
         try:
             with _timed(self.stats, "download"):
@@ -259,36 +260,16 @@ class HasteTierTask(DaemonTask):
             try:
                 paths.append(datasource.get(key, override_cache=override))
             except KeyNotFound as exc:
-                self._check_moved(datasource.bucket, key, exc)  # type: ignore[attr-defined]
+                tdb: TierDB = self._resource("tier_db")
+                targets: TierTargets = self._resource("tier_targets")
+                source = datasource.bucket  # type: ignore[attr-defined]
+                move.moved_before(tdb.db, tdb.session, targets, source, key, exc, self._count)
                 paths.append(None)
         return paths
 
-    def _check_moved(self, source: Any, key: str, missing: KeyNotFound) -> None:
-        """Return if ``key``'s row points at a copy of the recorded size in a tier; otherwise
-        raise ``missing`` with the reason added."""
-        tdb: TierDB = self._resource("tier_db")
-        row = tdb.db.row(tdb.session, source.url, key)
-        if row is None:
-            why = "no row in the features database records a tiered copy"
-        elif row["storage_url"] is None:
-            why = f"its row files it in {row['tier']!r}, which keeps no copy"
-        else:
-            targets: TierTargets = self._resource("tier_targets")
-            url = row["storage_url"]
-            tier = targets.tier_of(url, key)
-            size = None if tier is None else targets.stored_size(tier, key)
-            if size is not None and size == row["size_bytes"]:
-                logger.info("%s is gone from %s but filed at %s: done before", key, source.url, url)
-                if self.stats is not None:
-                    self.stats.count("already_moved")
-                return
-            if tier is None:
-                why = f"its row's copy {url} is in no configured tier"
-            elif size is None:
-                why = f"its row's copy {url} is missing too"
-            else:
-                why = f"its row's copy {url} has {size} bytes, the row says {row['size_bytes']}"
-        raise KeyNotFound(f"{missing}; {why}") from None
+    def _count(self, event: str) -> None:
+        if self.stats is not None:
+            self.stats.count(event)
 
     def execute(self, datasource: Datasource) -> Result:
         """Decode, extract features, score and choose a tier for every image.
@@ -387,7 +368,7 @@ class HasteTierTask(DaemonTask):
                 with _timed(self.stats, "copy"):
                     storage_url, _method = targets.place(tier, source, s.key, s.path)
                     if config.move:
-                        _verify_copy(targets, tier, s, storage_url)
+                        move.verify_copy(targets, tier, s.key, s.size, storage_url)
             record = ImageRecord(
                 source=source.url,
                 key=s.key,
@@ -412,50 +393,7 @@ class HasteTierTask(DaemonTask):
                 targets.remove(previous, s.key)
             if config.move and tier is not None:  # trash stays in the source bucket
                 with _timed(self.stats, "delete"):
-                    self._delete_source(source, s.key)
-
-    def _delete_source(self, source: Any, key: str) -> None:
-        """Delete the moved image's source; a failure is a warning (the copy and row are in
-        place, the source simply stays)."""
-        try:
-            source.delete(key)
-        except Exception as exc:
-            logger.warning(
-                "move: could not delete %s from %s (its copy and row are in place; the source "
-                "stays): %s: %s",
-                key,
-                source.url,
-                type(exc).__name__,
-                exc,
-            )
-            if self.stats is not None:
-                self.stats.count("delete_failed")
-        else:
-            if self.stats is not None:
-                self.stats.count("moved")
-
-
-def _refuse_overlaps(config: TierConfig, source_url: str) -> None:
-    """Refuse to move into a tier that shares objects with the source bucket."""
-    for tier in config.tiers.values():
-        if overlaps(tier.url, source_url):
-            raise PermanentFailure(
-                f"move: tier {tier.name} ({tier.url}) overlaps the source bucket {source_url}: "
-                "a copy could land on a source object and moving would delete the only copy. "
-                "Give the source and the tiers separate buckets or sibling prefixes, or set "
-                "move: false"
-            )
-
-
-def _verify_copy(targets: TierTargets, tier: Any, s: Scored, storage_url: str) -> None:
-    """Check that the tier holds an object of the source's size before the source goes."""
-    size = targets.stored_size(tier, s.key)
-    if size != s.size:
-        found = "is missing" if size is None else f"has {size} bytes"
-        raise IntegrityError(
-            f"move: the copy of {s.key} at {storage_url} {found}; the source has {s.size} "
-            "bytes and is kept"
-        )
+                    move.delete_source(source, s.key, self._count)
 
 
 def make_tier_job(

@@ -283,7 +283,7 @@ def test_a_source_that_cannot_be_deleted_is_a_warning_not_a_failure(
     stack = Stack.files(tmp_path, move=True)
     stack.source = _UndeletableBucket.from_url(stack.source.url)
     keys = [stack.put("s.png", SHARP)]
-    with caplog.at_level(logging.WARNING, logger="simpletasks.tasks.tiering.task"):
+    with caplog.at_level(logging.WARNING, logger="simpletasks.tasks.tiering"):
         run = stack.run(keys)
     assert run.errors == [] and run.stats.succeeded == 1
     assert stack.source_keys() == ["s.png"] and stack.tier_keys("A") == ["s.png"]
@@ -338,7 +338,7 @@ def test_redelivery_after_a_move_is_done_not_an_error(
     keys = [stack.put("s.png", SHARP), stack.put("b.png", BLURRED)]
     assert stack.run(keys).errors == []
     before = stack.rows()
-    with caplog.at_level(logging.INFO, logger="simpletasks.tasks.tiering.task"):
+    with caplog.at_level(logging.INFO, logger="simpletasks.tasks.tiering"):
         run = stack.run(keys, first_id=10)  # delivered again (same worker cache)
     assert run.errors == [] and run.stats.succeeded == 2
     assert {d["result_message"] for d in run.done[-2:]} == {"moved before: 1"}
