@@ -19,7 +19,6 @@ import queue as stdqueue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from simpletasks.errors import BatchError
 from simpletasks.queues import Message, QueueService
@@ -35,28 +34,29 @@ class State(enum.Enum):
     ACKING = "acking"  # done; its delete is queued or in flight (the lease is still renewed)
     SETTLED = "settled"
 
+    # Members are singletons: hash them by identity (Enum's own hash is a Python-level call,
+    # and the keeper looks its counts up by state on every change).
+    __hash__ = object.__hash__
 
-@dataclass(slots=True)
+
+_BUFFERED, _RUNNING, _ACKING = State.BUFFERED, State.RUNNING, State.ACKING
+
+
 class Held:
-    """One message this daemon holds a lease on."""
+    """One message this daemon holds a lease on; also its cancel flag.
 
-    message: Message
-    state: State
-    lease_until: float  # monotonic
-    cancel: CancelFlag  # set when the message is given up
-    renewing: bool = False  # the heartbeat's extend call for it is in flight
-
-
-class CancelFlag:
-    """Set when a running message is given up; an ``Event`` without a lock of its own.
-
-    All flags of one lease keeper share its condition variable, so holding one costs a
-    small object per message instead of a lock and a condition.
+    The flag is set when a running message is given up (an ``Event`` without a lock of its
+    own: every held message of one keeper shares its condition variable, so holding one
+    costs one small object per message).
     """
 
-    __slots__ = ("_cond", "_set")
+    __slots__ = ("message", "state", "lease_until", "renewing", "_cond", "_set")
 
-    def __init__(self, cond: threading.Condition) -> None:
+    def __init__(self, message: Message, lease_until: float, cond: threading.Condition) -> None:
+        self.message = message
+        self.state = _BUFFERED
+        self.lease_until = lease_until  # monotonic
+        self.renewing = False  # the heartbeat's extend call for it is in flight
         self._cond = cond
         self._set = False
 
@@ -76,6 +76,9 @@ class CancelFlag:
             return self._cond.wait_for(lambda: self._set, timeout)
 
 
+CancelFlag = Held  # what :meth:`LeaseKeeper.start` returns, by the role it plays there
+
+
 class LeaseKeeper:
     """Tracks held messages, keeps their leases alive and acks them in batches.
 
@@ -88,7 +91,10 @@ class LeaseKeeper:
         self.queue = queue
         self.lease_seconds = lease_seconds
         self.batch = max(1, queue.capabilities.max_batch)
-        self.changed = threading.Condition()  # notified whenever a message changes state
+        # The condition's own lock, taken directly on the hot paths (``with`` on a Condition
+        # is a Python-level call on top of the lock's).
+        self._lock = threading.Lock()
+        self.changed = threading.Condition(self._lock)  # notified whenever a message changes state
         self._held: dict[int, Held] = {}
         # How many held messages are in each state, kept as they change (the loop asks often)
         self._in_state: dict[State, int] = dict.fromkeys(State, 0)
@@ -101,15 +107,15 @@ class LeaseKeeper:
     def add(self, messages: Sequence[Message]) -> None:
         """Start holding just-received messages (buffered)."""
         changed = self.changed
-        with changed:
+        with self._lock:
             until = time.monotonic() + self.lease_seconds
             held = self._held
             for message in messages:
                 key = id(message)
                 if key in held:  # the same object twice: count it once
                     self._in_state[held[key].state] -= 1
-                held[key] = Held(message, State.BUFFERED, until, CancelFlag(changed))
-            self._in_state[State.BUFFERED] += len(messages)
+                held[key] = Held(message, until, changed)
+            self._in_state[_BUFFERED] += len(messages)
 
     def start(self, message: Message) -> CancelFlag | None:
         """Mark a buffered message running and return its cancel event.
@@ -117,13 +123,13 @@ class LeaseKeeper:
         Returns ``None`` if the message was settled meanwhile (released at stop). The event
         is set if the message is later given up (:meth:`take` of running messages).
         """
-        with self.changed:
+        with self._lock:
             held = self._held.get(id(message))
-            if held is None or held.state is not State.BUFFERED:
+            if held is None or held.state is not _BUFFERED:
                 return None
-            self._move(held, State.RUNNING)
+            self._move(held, _RUNNING)
             self._notify()  # an ordered queue's loop waits for an empty buffer
-            return held.cancel
+            return held
 
     def is_running(self, message: Message) -> bool:
         """Whether ``message`` is still held here as running (not given up or settled)."""
@@ -143,15 +149,16 @@ class LeaseKeeper:
 
     def settle_all(self, messages: Sequence[Message]) -> None:
         """Stop holding ``messages`` (the acker's batch), under one lock."""
-        with self.changed:
+        with self._lock:
             self._wait_for_renewals(messages)
+            drop = self._drop
             for message in messages:
-                self._drop(id(message))
+                drop(id(message))
             self._notify()
 
     def counts(self) -> tuple[int, int]:
         """Return (buffered, running)."""
-        with self.changed:
+        with self._lock:
             return self._counts()
 
     def take(self, state: State) -> list[Message]:
@@ -161,7 +168,7 @@ class LeaseKeeper:
             messages = [h.message for h in taken]
             self._wait_for_renewals(messages)
             for held in taken:
-                held.cancel.set()
+                held._set = True  # the lock is held: set() would take it again
                 self._drop(id(held.message))
             self.changed.notify_all()
             return messages
@@ -197,7 +204,8 @@ class LeaseKeeper:
             self.changed.notify_all()
 
     def _counts(self) -> tuple[int, int]:
-        return self._in_state[State.BUFFERED], self._in_state[State.RUNNING]
+        in_state = self._in_state
+        return in_state[_BUFFERED], in_state[_RUNNING]
 
     def _move(self, held: Held, state: State) -> None:
         """Put ``held`` in ``state`` (lock held), keeping the counts."""
@@ -225,11 +233,11 @@ class LeaseKeeper:
 
     def ack(self, message: Message) -> None:
         """Queue ``message`` for a batched ack; its lease is renewed until the ack returns."""
-        with self.changed:
+        with self._lock:
             held = self._held.get(id(message))
-            if held is None or held.state is State.ACKING:
+            if held is None or held.state is _ACKING:
                 return
-            self._move(held, State.ACKING)
+            self._move(held, _ACKING)
             self._notify()
         self._acks.put(message)
 
