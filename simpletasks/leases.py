@@ -50,7 +50,7 @@ class Held:
     costs one small object per message).
     """
 
-    __slots__ = ("message", "state", "lease_until", "renewing", "_cond", "_set")
+    __slots__ = ("_cond", "_set", "lease_until", "message", "renewing", "state")
 
     def __init__(self, message: Message, lease_until: float, cond: threading.Condition) -> None:
         self.message = message
