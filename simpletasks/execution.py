@@ -14,7 +14,6 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,6 +99,7 @@ class MessageRunner:
         self.stopping = stopping
         self.host = HostInfo.current()
         self._bucket = getattr(datasource, "bucket", None)
+        self._session: Callable[[], Any] | None = getattr(datasource, "session", None)
         self._max_lease = queue.capabilities.max_lease_seconds
         self._lock = threading.Lock()  # guards the two values below (updated by workers)
         self._mean_seconds: float | None = None
@@ -161,7 +161,7 @@ class MessageRunner:
             )
             self._fail(message, task, parsed, "receive", too_many, final=True, with_traceback=False)
             return
-        if self._skipped(task, message, parsed):
+        if self.skip is not None and self._skipped(task, message, parsed):
             return
         debug = logger.isEnabledFor(logging.DEBUG)
         if debug:
@@ -177,7 +177,7 @@ class MessageRunner:
         try:
             result = self._phases(task, message, cancel)
             phase = "followups"
-            followups = self._followups(task, result)
+            followups = self._followups(task, result) if result.followups else []
         except Exception as exc:
             if cancel.is_set():
                 return self._given_up(task, message)
@@ -273,14 +273,20 @@ class MessageRunner:
 
     def _phases(self, task: DaemonTask, message: Message, cancel: CancelSignal) -> Result:
         """Run prepare, execute and finalize; raise :class:`_PhaseError` on a failure."""
-        session = getattr(self.datasource, "session", None)
+        if self._session is None:  # the hot path: no per-task session to open and close
+            return self._run_phases(task, message, cancel, self.datasource)
+        with self._session() as ds:
+            return self._run_phases(task, message, cancel, ds)
+
+    def _run_phases(
+        self, task: DaemonTask, message: Message, cancel: CancelSignal, ds: Any
+    ) -> Result:
         phase = self._phase if self.middleware else _untimed_phase
-        with session() if session else nullcontext(self.datasource) as ds:
-            phase(task, message, "prepare", task.prepare, ds)
-            result: Result = phase(task, message, "execute", _execute, task, ds)
-            if cancel.is_set():  # given up during execute: publish nothing
-                raise _PhaseError("execute", TaskCancelled("given up before finalize"))
-            phase(task, message, "finalize", task.finalize, ds, result)
+        phase(task, message, "prepare", task.prepare, ds)
+        result: Result = phase(task, message, "execute", _execute, task, ds)
+        if cancel.is_set():  # given up during execute: publish nothing
+            raise _PhaseError("execute", TaskCancelled("given up before finalize"))
+        phase(task, message, "finalize", task.finalize, ds, result)
         return result
 
     def _phase(

@@ -318,13 +318,21 @@ class PubSubQueue:
         Raises:
             BatchError: If some requests of a large batch failed (the others went through).
         """
-        ack_ids = [self._ack_id(message) for message in messages]
+        here = self.subscription_path
+        ack_ids = []
+        for message in messages:  # the usual handle checked inline: this runs per task
+            handle = message.handle
+            if type(handle) is _Ack and handle.subscription == here:
+                ack_ids.append(handle.ack_id)
+            else:
+                ack_ids.append(self._ack_id(message))  # anything else: its error
         try:
             self._in_chunks("ack", ack_ids)
         finally:
-            with self._lock:
-                for message in messages:
-                    self._attempts.pop(message.id, None)
+            if self._attempts:  # counted here only without a dead-letter policy
+                with self._lock:
+                    for message in messages:
+                        self._attempts.pop(message.id, None)
 
     def extend_many(self, messages: Sequence[Message], lease_seconds: float) -> list[Message]:
         """Set several ack deadlines with ``ModifyAckDeadline``, up to 500 ack ids per request.
