@@ -23,7 +23,7 @@ _REQUIRED_INFO_KEYS = {"id", "name"}
 _DECODER = json.JSONDecoder()  # json.loads's own settings
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class BasicInfo:
     """The part of a message every task type shares.
 
@@ -39,6 +39,17 @@ class BasicInfo:
     base_directory: str
     inputs: tuple[str, ...] = ()
 
+    def __init__(
+        self, id: int, name: str, base_directory: str, inputs: tuple[str, ...] = ()
+    ) -> None:
+        # Frozen fields go straight into the instance dict: what the generated __init__ does
+        # through object.__setattr__, at half the cost (the daemon builds one per task).
+        fields = self.__dict__
+        fields["id"] = id
+        fields["name"] = name
+        fields["base_directory"] = base_directory
+        fields["inputs"] = inputs
+
     def input_keys(self) -> list[str]:
         """Return the full keys ``<base_directory>/<input>`` of the inputs, in order."""
         return [join_key(self.base_directory, i) for i in self.inputs]
@@ -48,7 +59,7 @@ class BasicInfo:
         return join_key(self.base_directory, relative)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class TaskMessage:
     """A parsed, validated task message.
 
@@ -63,6 +74,14 @@ class TaskMessage:
     basic_info: BasicInfo
     payload_info: Any = field(default=None)
     job_id: str | None = None
+
+    def __init__(
+        self, basic_info: BasicInfo, payload_info: Any = None, job_id: str | None = None
+    ) -> None:
+        fields = self.__dict__  # as BasicInfo.__init__
+        fields["basic_info"] = basic_info
+        fields["payload_info"] = payload_info
+        fields["job_id"] = job_id
 
     def to_dict(self) -> dict[str, Any]:
         """Return the message as plain JSON-able data."""

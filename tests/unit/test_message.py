@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
 from simpletasks.errors import MessageError
 from simpletasks.message import BasicInfo, TaskMessage
+from simpletasks.queues import Message
 
 JULIA_EXAMPLE = """{
   "basic_info": {"id": 4, "name": "NO_OP", "base_directory": "datasets\\/noop_dataset",
@@ -117,3 +119,29 @@ def test_unknown_top_level_fields_are_ignored_and_job_id_round_trips() -> None:
     assert "extra" not in message.to_dict()
     assert TaskMessage.from_json(message.to_json()) == message
     assert "job_id" not in TaskMessage.from_json(json.dumps(good())).to_dict()
+
+
+def test_hand_written_constructors_keep_the_frozen_dataclass_contract() -> None:
+    # Message, BasicInfo and TaskMessage write their fields straight into the instance dict
+    # (faster than the generated __init__); everything else must stay the dataclass's.
+    info = BasicInfo(3, "NO_OP", "a", ("x.dat",))
+    message = TaskMessage(info, {"k": 1}, "job-1")
+    received = Message("m-1", message.to_json(), 2, handle=object(), sent_at=1.5)
+    for value in (info, message, received):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            value.id = 9  # type: ignore[misc]
+    assert info == BasicInfo(id=3, name="NO_OP", base_directory="a", inputs=("x.dat",))
+    assert hash(info) == hash(BasicInfo(3, "NO_OP", "a", ("x.dat",)))
+    assert BasicInfo(1, "X", "").inputs == ()
+    assert TaskMessage(info) == TaskMessage(basic_info=info, payload_info=None, job_id=None)
+    assert dataclasses.replace(message, job_id="job-2").job_id == "job-2"
+    assert dataclasses.asdict(info) == {
+        "id": 3,
+        "name": "NO_OP",
+        "base_directory": "a",
+        "inputs": ("x.dat",),
+    }
+    assert received == Message("m-1", message.to_json(), 2)  # handle and sent_at not compared
+    assert (received.attempt, received.sent_at) == (2, 1.5)
+    assert Message("m", "b") == Message(id="m", body="b", attempt=1, handle=None, sent_at=None)
+    assert "handle" not in repr(received)
