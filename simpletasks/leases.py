@@ -76,9 +76,6 @@ class Held:
             return self._cond.wait_for(lambda: self._set, timeout)
 
 
-CancelFlag = Held  # what :meth:`LeaseKeeper.start` returns, by the role it plays there
-
-
 class LeaseKeeper:
     """Tracks held messages, keeps their leases alive and acks them in batches.
 
@@ -117,7 +114,7 @@ class LeaseKeeper:
                 held[key] = Held(message, until, changed)
             self._in_state[_BUFFERED] += len(messages)
 
-    def start(self, message: Message) -> CancelFlag | None:
+    def start(self, message: Message) -> Held | None:
         """Mark a buffered message running and return its cancel event.
 
         Returns ``None`` if the message was settled meanwhile (released at stop). The event
