@@ -93,8 +93,10 @@ def served(env: Any, smtp_server: Any) -> Iterator[tuple[str, Any]]:
 
 
 def test_upload_mail_download_and_job_page_in_chromium(
-    browser_context: Any, served: tuple[str, Any], env: Any, smtp_server: Any, tmp_path: Path
+    served: tuple[str, Any], browser_context: Any, env: Any, smtp_server: Any, tmp_path: Path
 ):
+    # served comes first so that the browser, set up after it, closes its keep-alive
+    # connections before the server stops (the server's thread waits for them otherwise)
     url, _app = served
     shots = tmp_path / "screenshots"
     shots.mkdir()
