@@ -67,6 +67,39 @@ class BucketService(Protocol):
         ...
 
 
+@runtime_checkable
+class Presigning(Protocol):
+    """An optional extra of a bucket backend: short-lived direct download links.
+
+    S3 (always) and GCS (with credentials that can sign, such as a service account key)
+    offer it; the job service redirects result links to such a URL and streams the object
+    itself from a bucket without it.
+    """
+
+    def presigned_url(self, key: str, seconds: int) -> str | None:
+        """Return a URL that lets anyone GET object ``key`` for ``seconds``, or ``None``
+        when these credentials cannot sign one.
+
+        Raises:
+            ValueError: If ``key`` is not a valid key or ``seconds`` is not positive.
+        """
+        ...
+
+
+#: Longest life of a presigned link: SigV4 (S3) and V4 (GCS) signatures allow 7 days.
+MAX_LINK_SECONDS = 7 * 24 * 3600
+
+
+def check_link_seconds(seconds: int) -> None:
+    """Raise ``ValueError`` unless ``seconds`` is a whole number in 1..:data:`MAX_LINK_SECONDS`."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int):
+        raise ValueError(f"link lifetime must be whole seconds, got {seconds!r}")
+    if not 0 < seconds <= MAX_LINK_SECONDS:
+        raise ValueError(
+            f"link lifetime must be 1..{MAX_LINK_SECONDS} seconds (7 days), got {seconds}"
+        )
+
+
 def split_bucket_url(url: str, scheme: str, service: str) -> tuple[str, str]:
     """Split ``scheme://bucket[/prefix]`` into ``(bucket, prefix)``; the prefix has no end slash.
 

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 from urllib.parse import urlsplit
 
+import google.auth.credentials
 import google.auth.exceptions
 import google_crc32c
 from google.api_core import exceptions as gexc
@@ -35,7 +37,7 @@ from google.cloud import storage
 from google.cloud.storage.exceptions import DataCorruption
 from google.cloud.storage.retry import DEFAULT_RETRY
 
-from simpletasks.buckets import split_bucket_url
+from simpletasks.buckets import check_link_seconds, split_bucket_url
 from simpletasks.buckets.file import NewFile, atomic_path, validate_prefix
 from simpletasks.endpoints import unreachable
 from simpletasks.errors import (
@@ -398,6 +400,33 @@ class GCSBucket:
         blob = self._blob(key)
         with contextlib.suppress(gexc.NotFound):
             blob.delete()
+
+    def presigned_url(self, key: str, seconds: int) -> str | None:
+        """Return a V4 signed GET URL of object ``key``, valid for ``seconds``.
+
+        Signed locally with the client's credentials when they hold a key (a service
+        account key file, impersonated credentials); ``None`` for credentials that cannot
+        sign here (a VM's metadata-server identity, user or anonymous credentials), and the
+        caller streams the object instead. The URL points at the client's API endpoint (an
+        emulator's too). No request is made; the object need not exist yet.
+
+        Raises:
+            ValueError: If ``key`` is invalid or ``seconds`` is not positive.
+        """
+        check_link_seconds(seconds)
+        name = self._name(key)
+        credentials = getattr(self.client, "_credentials", None)
+        if not isinstance(credentials, google.auth.credentials.Signing):
+            logger.debug("%s: credentials cannot sign links; %s is streamed", self.url, key)
+            return None
+        url: str = self._bucket.blob(name).generate_signed_url(
+            version="v4",
+            expiration=datetime.timedelta(seconds=seconds),
+            method="GET",
+            credentials=credentials,
+            api_access_endpoint=self.client.api_endpoint,
+        )
+        return url
 
     def list(self, prefix: str = "") -> Iterator[str]:
         """Yield the keys that start with ``prefix``, in order, relative to the URL's prefix.

@@ -24,7 +24,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
 from simpletasks import aws
-from simpletasks.buckets import split_bucket_url
+from simpletasks.buckets import check_link_seconds, split_bucket_url
 from simpletasks.buckets.file import NewFile, atomic_path, validate_prefix
 from simpletasks.errors import ConfigError, IntegrityError, KeyNotFound
 from simpletasks.keys import is_valid_key, validate_key
@@ -334,6 +334,22 @@ class S3Bucket:
         except ClientError as exc:
             if _error_code(exc) not in _NOT_FOUND:
                 raise
+
+    def presigned_url(self, key: str, seconds: int) -> str:
+        """Return a presigned GET URL of object ``key``, valid for ``seconds``.
+
+        Signed locally by boto3 with the client's credentials (no request is made; the
+        object need not exist yet).
+
+        Raises:
+            ValueError: If ``key`` is invalid or ``seconds`` is not positive.
+        """
+        check_link_seconds(seconds)
+        params = {"Bucket": self.bucket, "Key": self._full(key)}
+        url: str = self.client.generate_presigned_url(
+            "get_object", Params=params, ExpiresIn=seconds
+        )
+        return url
 
     def list(self, prefix: str = "") -> Iterator[str]:
         """Yield the keys that start with ``prefix``, in order, relative to the URL's prefix.

@@ -117,6 +117,8 @@ class FakeGcsServer(LocalService):
             "-port", str(self.port),
             # The Location of resumable upload sessions: this address, not a public host.
             "-external-url", self.endpoint_url,
+            # Path-style object URLs (/bucket/object, as signed URLs use) on this address.
+            "-public-host", f"{self.host}:{self.port}",
             "-log-level", "error",
         ]  # fmt: skip
         if self.root is not None:

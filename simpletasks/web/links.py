@@ -9,12 +9,13 @@ past its expiry raises :class:`LinkExpired` (410).
 from __future__ import annotations
 
 import logging
-import posixpath
 import time
 from collections.abc import Callable
 from typing import Any
 
 from itsdangerous import BadSignature, URLSafeSerializer
+
+from simpletasks.buckets import Presigning
 
 logger = logging.getLogger(__name__)
 
@@ -79,21 +80,15 @@ class LinkSigner:
 def presigned_url(bucket: Any, key: str, seconds: int) -> str | None:
     """Return a short-lived direct URL of ``key`` if the bucket backend can make one.
 
-    A backend may offer ``presigned_url(key, seconds)``; S3 buckets are presigned through
-    their boto3 client. Every other backend (file, memory, GCS without a signing
-    identity) returns ``None``, and the service streams the object itself.
+    Backends that offer :class:`~simpletasks.buckets.Presigning` (S3; GCS with credentials
+    that can sign) make one; for every other backend (file, memory, GCS without a signing
+    identity), or when signing fails, this returns ``None`` and the service streams the
+    object itself.
     """
-    method = getattr(bucket, "presigned_url", None)
-    if callable(method):
-        try:
-            return str(method(key, seconds))
-        except Exception as exc:  # a backend that cannot sign here: stream instead
-            logger.info("cannot presign %s: %s; streaming", key, exc)
-            return None
-    if type(bucket).__name__ == "S3Bucket" and hasattr(bucket, "client"):
-        name = posixpath.join(bucket.prefix, key) if bucket.prefix else key
-        params = {"Bucket": bucket.bucket, "Key": name}
-        return str(
-            bucket.client.generate_presigned_url("get_object", Params=params, ExpiresIn=seconds)
-        )
-    return None
+    if not isinstance(bucket, Presigning):
+        return None
+    try:
+        return bucket.presigned_url(key, seconds)
+    except Exception as exc:  # a backend that cannot sign here: stream instead
+        logger.warning("cannot presign %s: %s; streaming it", key, exc)
+        return None
