@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from simpletasks import kept_bodies
 from simpletasks.checkpoint import Checkpoints
 from simpletasks.context import CancelSignal, TaskContext
 from simpletasks.errors import (
@@ -233,8 +234,8 @@ class MessageRunner:
         report = self._report(message, parsed, "skipped", "Skipped", reason, "", final=True)
         logger.info("[%s] skipping %r: %s", self.name, task, reason)
         if self.targets.error_queue is not None:
-            body = self._report_body(report, self.targets.error_queue)
-            if not self._send(self.targets.error_queue, [body], message):
+            body = self._final_report_body(report, message)
+            if body is None or not self._send(self.targets.error_queue, [body], message):
                 self._retry_later(message)
                 return True
         self.leases.ack(message)
@@ -381,8 +382,11 @@ class MessageRunner:
             )
         written = True
         if self.targets.error_queue is not None:
-            body = self._report_body(report, self.targets.error_queue)
-            written = self._send(self.targets.error_queue, [body], message)
+            if final:
+                body = self._final_report_body(report, message)
+            else:  # a retry stays on its queue anyway
+                body = self._report_body(report, self.targets.error_queue)
+            written = body is not None and self._send(self.targets.error_queue, [body], message)
         if final and written and self.targets.error_queue is not None:
             self.leases.ack(message)
             self.stats.add(dead_lettered=1)
@@ -413,9 +417,59 @@ class MessageRunner:
             )
         self.stats.add(retried=1)
 
-    def _report_body(self, report: ErrorReport | DoneReport, target: Any = None) -> str:
+    def _report_body(
+        self,
+        report: ErrorReport | DoneReport,
+        target: Any = None,
+        keep_body: Callable[[], str | None] | None = None,
+    ) -> str:
+        """The report's JSON for ``target`` (the done queue by default), cut to fit it."""
         queue = target or self.targets.done_queue
-        return report.to_json(max_bytes=queue.capabilities.max_body_bytes if queue else None)
+        limit = queue.capabilities.max_body_bytes if queue else None
+        return report.to_json(max_bytes=limit, keep_body=keep_body)
+
+    def _final_report_body(self, report: ErrorReport, message: Message) -> str | None:
+        """The JSON of a final failure's report for the error queue.
+
+        If the message does not fit in the report, it is kept in the bucket first
+        (:mod:`simpletasks.kept_bodies`); ``None`` if that failed: the message must then
+        stay on its queue, since the report would be its only copy.
+        """
+        try:
+            return self._report_body(
+                report, self.targets.error_queue, keep_body=lambda: self._keep_body(message)
+            )
+        except Exception:
+            logger.exception(
+                "[%s] could not keep message %s (too big for its report) in %s; "
+                "it stays on its queue",
+                self.name,
+                message.id,
+                getattr(self._bucket, "url", self._bucket),
+            )
+            return None
+
+    def _keep_body(self, message: Message) -> str | None:
+        size = len(message.body.encode())
+        if self._bucket is None:
+            logger.error(
+                "[%s] message %s (%d bytes) does not fit in its failure report and the "
+                "daemon has no bucket to keep it in: the report carries only its head",
+                self.name,
+                message.id,
+                size,
+            )
+            return None
+        key = kept_bodies.keep(self._bucket, message.body)
+        logger.warning(
+            "[%s] message %s (%d bytes) does not fit in its failure report: kept in %s as %s",
+            self.name,
+            message.id,
+            size,
+            self._bucket.url,
+            key,
+        )
+        return key
 
     def _send(self, target: QueueService | None, bodies: list[str], message: Message) -> bool:
         """Send ``bodies`` to ``target``; log and return ``False`` if that failed."""

@@ -7,8 +7,10 @@ A daemon run with ``--report-starts`` also writes a :class:`StartedReport` (``"k
 "started"``) to the done queue when a task starts; :func:`parse_report` reads those only when
 asked (``with_started=True``), so a reader written before them treats one as it treats any
 unknown kind: a :class:`~simpletasks.errors.MessageError`.
-A report too large for its queue keeps its shape: ``body`` becomes ``null``, ``truncated`` is
-``true``, and ``body_head``/``body_bytes`` hold the head and size of the original body's JSON.
+A report too large for its queue keeps its shape: its long texts are cut first; if that is not
+enough, ``body`` becomes ``null``, ``truncated`` is ``true``, and ``body_head``/``body_bytes``
+hold the head and size of the original body's JSON. A final failure's daemon then keeps the
+original message in its bucket and names the key in ``body_key``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 import re
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, overload
 
@@ -55,12 +58,16 @@ def _head(text: str, max_bytes: int) -> str:
     return text.encode()[:max_bytes].decode("utf-8", "ignore")
 
 
-def _report_json(report: Any, max_bytes: int | None) -> str:
+def _report_json(
+    report: Any, max_bytes: int | None, keep_body: Callable[[], str | None] | None = None
+) -> str:
     """Encode a report as JSON any queue accepts, of at most ``max_bytes`` if given.
 
     Not ``dataclasses.asdict``, which deep-copies the body with two stack frames per level
-    of nesting. A body too deeply nested to encode is replaced by a note; a report over
-    ``max_bytes`` carries the head of its body (and of its long texts) instead.
+    of nesting. A body too deeply nested to encode is replaced by a note. A report over
+    ``max_bytes`` first cuts its long texts (traceback, messages) to their heads; only if
+    that is not enough does it drop its body, keeping the head, and then ``keep_body()``
+    may store the whole body elsewhere and return where (``body_key``).
     """
     data = {f.name: getattr(report, f.name) for f in fields(report)}
     data["host"] = asdict(report.host)
@@ -73,13 +80,17 @@ def _report_json(report: Any, max_bytes: int | None) -> str:
     if max_bytes is None or len(text.encode()) <= max_bytes:
         return text
     budget = max(0, max_bytes - _SHRINK_MARGIN) // 8  # escaping may double each string
-    if "body" in data:  # a started report has none
-        body = _dumps(data["body"])
-        data.update(body=None, truncated=True, body_bytes=len(body.encode()))
-        data["body_head"] = _head(body, budget)
     for name in ("error_message", "traceback", "result_message"):
         if isinstance(data.get(name), str) and len(data[name].encode()) > budget:
             data[name] = _head(data[name], budget) + " [truncated]"
+    text = _dumps(data)
+    if len(text.encode()) <= max_bytes or "body" not in data:  # a started report has none
+        return text
+    body = _dumps(data["body"])
+    data.update(body=None, truncated=True, body_bytes=len(body.encode()))
+    data["body_head"] = _head(body, budget)
+    if keep_body is not None:
+        data["body_key"] = keep_body() or ""
     return _dumps(data)
 
 
@@ -101,10 +112,20 @@ class _Common:
     truncated: bool = field(default=False, kw_only=True)
     body_head: str = field(default="", kw_only=True)
     body_bytes: int = field(default=0, kw_only=True)
+    body_key: str = field(default="", kw_only=True)
 
-    def to_json(self, max_bytes: int | None = None) -> str:
-        """Return the report as a JSON queue body, shrunk to ``max_bytes`` of UTF-8 if given."""
-        return _report_json(self, max_bytes)
+    def to_json(
+        self, max_bytes: int | None = None, *, keep_body: Callable[[], str | None] | None = None
+    ) -> str:
+        """Return the report as a JSON queue body, shrunk to ``max_bytes`` of UTF-8 if given.
+
+        Args:
+            max_bytes: The target queue's largest body (``None``: no limit).
+            keep_body: Called only if the body itself must be dropped to fit: it may store
+                the original message elsewhere and return its key (``body_key``), or
+                ``None``. What it raises propagates (nothing is sent).
+        """
+        return _report_json(self, max_bytes, keep_body)
 
 
 @dataclass(frozen=True)
@@ -131,6 +152,9 @@ class ErrorReport(_Common):
         time: Unix time of the report.
         truncated: ``True`` if ``body`` was dropped to fit the queue's size limit; then
             ``body_head`` holds the head of its JSON and ``body_bytes`` its size.
+        body_key: For a truncated final failure: the bucket key where the daemon kept the
+            original message, exactly as received (``""`` if it had no bucket);
+            ``simpletasks requeue --bucket`` sends it back from there.
     """
 
     host: HostInfo

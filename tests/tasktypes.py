@@ -43,6 +43,7 @@ class FailPayload:
     phase: Literal["prepare", "execute", "finalize", "result"]
     log: str
     times: int = -1  # fail the first `times` runs; -1 = always
+    padding: str = ""  # makes a message as big as a test needs
 
 
 class FailTask(DaemonTask):

@@ -8,6 +8,7 @@ retried attempts; ``requeue`` sends final failures' original messages back to th
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +24,8 @@ from simpletasks.cli._common import (
     require,
 )
 from simpletasks.errors import MessageError
+
+logger = logging.getLogger(__name__)
 
 HOLD_SECONDS = 300.0  # lease on messages held while peeking (released at the end)
 
@@ -286,6 +289,14 @@ def peek(queue_url: str, limit: int) -> None:
     help="Only failures of this task type (repeatable; default: all).",
 )
 @click.option(
+    "--bucket",
+    "bucket_url",
+    show_envvar=True,
+    envvar=env_name("BUCKET"),
+    help="The daemons' bucket: messages too big for their report were kept there "
+    "(the report's body_key); without it such reports are left.",
+)
+@click.option(
     "--drop-retried",
     is_flag=True,
     help="Also delete reports of retried attempts (not final; their task is still queued). "
@@ -302,6 +313,7 @@ def requeue(
     error_url: str | None,
     queue_url: str | None,
     task_names: tuple[str, ...],
+    bucket_url: str | None,
     drop_retried: bool,
     limit: int,
 ) -> None:
@@ -309,9 +321,12 @@ def requeue(
 
     Each final error report that matches --task-name is replaced by its original message on
     the task queue (sent first, then the report is deleted). Other reports stay where they
-    are, except retried attempts with --drop-retried. A report whose body was truncated (too
-    big for the queue) or that has no body is left and counted.
+    are, except retried attempts with --drop-retried. A message too big for its report was
+    kept in the daemons' bucket: it is read from --bucket (and checked against its hash). A
+    report without a usable body (truncated with nothing kept, or no --bucket) is left and
+    counted.
     """
+    from simpletasks.buckets import open_bucket
     from simpletasks.queues import open_queue
 
     require(from_=error_url, to=queue_url)
@@ -319,24 +334,30 @@ def requeue(
     refuse_mem(error_url, "--from")
     refuse_mem(queue_url, "--to")
     errors, tasks = open_queue(error_url), open_queue(queue_url)
+    bucket = open_bucket(bucket_url) if bucket_url else None
     counts: Counter[str] = Counter()
     with held(errors, limit, use_counts=False) as messages:
         keep = []
         for message in messages:
             report = read_report(message.body)
-            action = _requeue_action(report, task_names, drop_retried)
-            counts[action] += 1
+            action = _requeue_action(report, task_names, drop_retried, bucket is not None)
             if action == "requeued":
                 assert report is not None
-                body = report["body"]
-                tasks.send(body if isinstance(body, str) else json.dumps(body))
+                body = _original_body(report, bucket, message.id)
+                if body is None:
+                    action = "unusable"
+                else:
+                    tasks.send(body)
+            counts[action] += 1
             if action in ("requeued", "dropped"):
                 errors.ack(message)
             else:
                 keep.append(message)
         messages[:] = keep  # released on exit
-    left = counts["left"] + counts["unusable"]
+    left = counts["left"] + counts["unusable"] + counts["kept"]
     unusable = f" ({counts['unusable']} without a usable body)" if counts["unusable"] else ""
+    if counts["kept"]:
+        unusable += f" ({counts['kept']} whose message is in a bucket: pass --bucket URL)"
     echo(
         f"requeued {counts['requeued']} final failure(s) onto {tasks.url}; "
         f"dropped {counts['dropped']} retried-attempt report(s); "
@@ -347,7 +368,10 @@ def requeue(
 
 
 def _requeue_action(
-    report: dict[str, Any] | None, task_names: tuple[str, ...], drop_retried: bool
+    report: dict[str, Any] | None,
+    task_names: tuple[str, ...],
+    drop_retried: bool,
+    have_bucket: bool,
 ) -> str:
     if report is None or report.get("kind") != "error":
         return "left"
@@ -355,9 +379,34 @@ def _requeue_action(
         return "left"
     if not report.get("final"):
         return "dropped" if drop_retried else "left"
-    if report.get("truncated") or report.get("body") in (None, ""):
+    if report.get("truncated"):
+        if not report.get("body_key"):
+            return "unusable"
+        return "requeued" if have_bucket else "kept"
+    if report.get("body") in (None, ""):
         return "unusable"
     return "requeued"
+
+
+def _original_body(report: dict[str, Any], bucket: Any, report_id: str) -> str | None:
+    """The message a final failure's report stands for: its body, or the copy kept in the
+    bucket (``None``, logged, if that copy cannot be read)."""
+    from simpletasks import kept_bodies
+
+    if not report.get("truncated"):
+        body = report["body"]
+        return body if isinstance(body, str) else json.dumps(body)
+    try:
+        return kept_bodies.load(bucket, report["body_key"])
+    except Exception as exc:
+        logger.warning(
+            "report %s: its message %s cannot be read from %s: %s; report left",
+            report_id,
+            report.get("body_key"),
+            bucket.url,
+            exc,
+        )
+        return None
 
 
 def _n(value: int | None) -> str:

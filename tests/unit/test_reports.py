@@ -1,8 +1,12 @@
-"""Reports: their JSON form read back by parse_report, versions, and the truncated shape."""
+"""Reports: their JSON form read back by parse_report, versions, the truncated shape, and
+the messages kept in the bucket when a report cannot carry them."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +86,59 @@ def test_version_0_reports_are_read() -> None:
 def test_what_is_not_a_report(text: str, expected: str) -> None:
     with pytest.raises(MessageError, match=expected):
         parse_report(text)
+
+
+def test_long_texts_are_cut_before_the_body_is_dropped() -> None:
+    report = error(body={"payload_info": "x" * 5_000}, traceback="t" * 50_000, final=True)
+    text = report.to_json(max_bytes=12_000)
+    assert len(text.encode()) <= 12_000
+    back = parse_report(text)
+    assert isinstance(back, ErrorReport)
+    assert back.body == {"payload_info": "x" * 5_000} and not back.truncated  # kept whole
+    assert back.traceback.startswith("ttt") and back.traceback.endswith(" [truncated]")
+
+
+def test_keep_body_is_asked_only_when_the_body_must_go() -> None:
+    calls: list[int] = []
+
+    def keep() -> str:
+        calls.append(1)
+        return "_simpletasks/bodies/abc"
+
+    assert parse_report(error().to_json(max_bytes=10_000, keep_body=keep)).body_key == ""
+    cut = error(traceback="t" * 50_000).to_json(max_bytes=12_000, keep_body=keep)
+    assert not parse_report(cut).truncated and calls == []  # texts cut, body stays
+    big = error(body={"payload_info": "x" * 100_000}).to_json(max_bytes=10_000, keep_body=keep)
+    back = parse_report(big)
+    assert back.truncated and back.body_key == "_simpletasks/bodies/abc" and calls == [1]
+    assert len(big.encode()) <= 10_000
+    nowhere = error(body={"payload_info": "x" * 100_000})
+    assert parse_report(nowhere.to_json(max_bytes=10_000, keep_body=lambda: None)).body_key == ""
+
+    def broken() -> str:
+        raise OSError("bucket down")
+
+    with pytest.raises(OSError, match="bucket down"):  # the caller must not send the report
+        nowhere.to_json(max_bytes=10_000, keep_body=broken)
+
+
+def test_kept_bodies_round_trip_and_refuse_what_they_did_not_write(tmp_path: Path) -> None:
+    from simpletasks.buckets import open_bucket
+    from simpletasks.errors import IntegrityError
+    from simpletasks.kept_bodies import PREFIX, body_key, keep, load
+
+    bucket = open_bucket(f"file://{tmp_path}/b", create=True)
+    body = '{"basic_info": {"id": 1, "name": "X"}, "é": 1}'
+    key = keep(bucket, body)
+    assert key == body_key(body) and key.startswith(f"{PREFIX}/") and load(bucket, key) == body
+    for bad in ("jobs/x", f"{PREFIX}/abc", f"{PREFIX}/{'g' * 64}", f"{PREFIX}/../{key}"):
+        with pytest.raises(ValueError, match="not a kept-message key"):
+            load(bucket, bad)
+    bucket.upload_fileobj(io.BytesIO(b"changed"), key)
+    with pytest.raises(IntegrityError, match="does not match its hash"):
+        load(bucket, key)
+    raw = b"\xff\xfe"
+    bad_key = f"{PREFIX}/{hashlib.sha256(raw).hexdigest()}"
+    bucket.upload_fileobj(io.BytesIO(raw), bad_key)
+    with pytest.raises(IntegrityError, match="not UTF-8"):
+        load(bucket, bad_key)
