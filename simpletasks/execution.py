@@ -330,6 +330,15 @@ class MessageRunner:
                     followup.basic_info, followup.payload_info, task.message.job_id
                 )
             bodies.append(followup.to_json())
+        limit = self.targets.followup_queue.capabilities.max_body_bytes
+        for i, text in enumerate(bodies):  # too big: it would never be sent, whatever retries
+            size = len(text.encode()) if limit is not None and len(text) > limit // 4 else 0
+            if limit is not None and size > limit:
+                raise PermanentFailure(
+                    f"follow-up {i} of {task!r} is {size} bytes of UTF-8; "
+                    f"{self.targets.followup_queue.url} accepts at most {limit} bytes per "
+                    "message (store large data in the bucket and send its key)"
+                )
         return bodies
 
     def _given_up(self, task: DaemonTask, message: Message) -> None:

@@ -17,6 +17,7 @@ from simpletasks.daemon import DaemonService
 from simpletasks.errors import ConfigError, PermanentFailure, TaskCancelled
 from simpletasks.message import BasicInfo, TaskMessage
 from simpletasks.queues import open_queue
+from simpletasks.queues._common import check_sizes
 from simpletasks.queues.memory import MemoryQueue
 from simpletasks.registry import TaskRegistry
 from simpletasks.reports import parse_report
@@ -226,6 +227,29 @@ def test_bad_followups_are_final_failures(followups: Any, queue: Any, expected: 
     (error,) = drain("mem://errors")
     assert error["final"] and error["phase"] == "followups" and expected in error["error_message"]
     assert drain("mem://next") == []
+
+
+def test_a_followup_too_big_for_its_queue_is_a_final_failure_not_endless_retries() -> None:
+    class Small(MemoryQueue):  # a queue with a size limit that refuses more, as SQS does
+        capabilities = MemoryQueue.capabilities.__class__(
+            max_batch=10, max_lease_seconds=None, counts=True, max_body_bytes=300
+        )
+
+        def send_batch(self, bodies: Any) -> None:
+            check_sizes(bodies, 300, self.url)
+            super().send_batch(bodies)
+
+    big = {"basic_info": {"id": 2, "name": "CTX"}, "payload_info": {"x": "é" * 200}}
+    small = {"basic_info": {"id": 3, "name": "CTX"}}
+    open_queue("mem://tasks").send_batch([body("SPAWN", [small, big]), body("CTX", task_id=4)])
+    next_queue = Small("next-small")
+    stats = daemon(followup_queue=next_queue, settings={"max_attempts": 5}).run()
+    assert (stats.dead_lettered, stats.succeeded, stats.retried) == (1, 1, 0)
+    (error,) = drain("mem://errors")
+    assert error["final"] and error["phase"] == "followups"
+    assert "follow-up 1 of <SpawnTask SPAWN id=1> is 503 bytes" in error["error_message"]
+    assert "accepts at most 300 bytes" in error["error_message"]
+    assert next_queue.counts().visible == 0  # none of its follow-ups went out
 
 
 def test_permanent_failure_is_final_at_once_and_other_work_goes_on() -> None:
