@@ -74,6 +74,15 @@ class ChaosParams:
     log_level: str = "info"
 
 
+def all_ended(log_dir: Path, tasks: int) -> bool:
+    """Whether each of ``tasks`` CHAOS tasks logged the end of a run in ``log_dir``."""
+    for i in range(tasks):
+        path = log_dir / str(i)
+        if not path.exists() or "\nend " not in "\n" + path.read_text():
+            return False
+    return True
+
+
 def run_chaos(cluster: Cluster, params: ChaosParams) -> dict[str, Any]:
     """Run the tasks on ``cluster`` under the chaos loop; return what happened.
 
@@ -143,7 +152,10 @@ def run_chaos(cluster: Cluster, params: ChaosParams) -> dict[str, Any]:
             daemons[i] = start()
             next_kill = now + rng.uniform(*p.interval)
         counts = cluster.counts()
-        if counts.visible == 0 and counts.in_flight == 0:
+        # Queue counts alone do not say "done" on RabbitMQ: AMQP cannot count the deliveries
+        # other clients hold unacked (our daemons' leases and prefetched buffers), so the
+        # run also waits until every task has logged the end of a run.
+        if counts.visible == 0 and counts.in_flight == 0 and all_ended(log_dir, p.tasks):
             drained_at = time.time()
         else:
             time.sleep(0.2)
