@@ -35,6 +35,8 @@ from simpletasks.queues import QueueCounts  # noqa: E402
 
 def cluster_for(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Cluster:
     moto = request.getfixturevalue("moto_server") if backend == "sqs" else None
+    if backend == "amqp":
+        request.getfixturevalue("rabbitmq_url")  # the machine's broker answers (or skip/fail)
     return make_cluster(backend, tmp_path, moto)
 
 
@@ -61,7 +63,7 @@ def assert_clean(cluster: Cluster, task_id: int = 1) -> None:
     assert cluster.counts(cluster.error_url).visible == 0, cluster.drain_reports(cluster.error_url)
 
 
-@pytest.mark.parametrize("backend", ["sqs", "file"])
+@pytest.mark.parametrize("backend", ["sqs", "file", "amqp"])
 def test_sigkilled_daemons_lose_nothing(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
