@@ -70,6 +70,7 @@ def schedule(
     Every message is checked before any is sent; an error names the line.
     """
     from simpletasks.queues import open_queue
+    from simpletasks.scheduler import ScheduleError
     from simpletasks.scheduler import schedule as send_all
 
     require(queue=queue_url)
@@ -89,8 +90,40 @@ def schedule(
     else:
         tasks = read_messages(messages_file, task_paths)
         queue = open_queue(queue_url)
-    sent = send_all(queue, tasks, threads=threads, progress=True)
+    try:
+        sent = send_all(queue, tasks, threads=threads, progress=True)
+    except ScheduleError as exc:
+        saved = save_unsent(exc.unsent, getattr(messages_file, "name", None))
+        raise click.ClickException(
+            f"{exc}. The {len(exc.unsent)} message(s) not sent are in {saved}: send them "
+            f"with `simpletasks schedule --queue {queue.url} {saved}` (the others went out "
+            "once; sending the whole file again would send them twice)"
+        ) from None
     echo(f"sent {sent} task(s) to {queue.url}")
+
+
+def save_unsent(bodies: list[str], source: str | None) -> str:
+    """Write ``bodies`` (one per line) next to the messages file, or in the current folder
+    for stdin and --example; return the path. An existing file is never overwritten."""
+    import os
+    import time
+    from pathlib import Path
+
+    if source and source not in ("-", "<stdin>") and Path(source).parent.is_dir():
+        base = f"{source}.unsent"
+    else:
+        base = f"simpletasks-unsent-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+    path, n = base, 1
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            break
+        except FileExistsError:
+            n += 1
+            path = f"{base}.{n}"
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write("".join(f"{body}\n" for body in bodies))
+    return path
 
 
 def read_messages(stream: Any, task_paths: tuple[str, ...] = ()) -> list[str]:

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from simpletasks.errors import ConfigError
+from simpletasks.errors import BatchError, ConfigError
 from simpletasks.queues import Message, QueueCapabilities, QueueCounts, _common
 from simpletasks.queues._checks import (
     check_bodies,
@@ -276,15 +276,35 @@ class FileQueue:
         self._write(check_body(body))
 
     def send_batch(self, bodies: Sequence[str]) -> None:
-        """Enqueue many messages; all bodies are checked before any is written."""
-        for body in check_bodies(bodies):
-            self._write(body)
+        """Enqueue many messages; all bodies are checked before any is written.
+
+        Raises:
+            BatchError: If writing stopped part-way (a full disk): the messages before the
+                failing one are enqueued, it and the rest are listed as failed.
+        """
+        checked = check_bodies(bodies)
+        for i, body in enumerate(checked):
+            try:
+                self._write(body)
+            except OSError as exc:
+                if i == 0:
+                    raise
+                failures = [(j, type(exc).__name__, str(exc)) for j in range(i, len(checked))]
+                raise BatchError(
+                    f"{self.url}: {i} of {len(checked)} message(s) enqueued, then: {exc}",
+                    failures,
+                ) from exc
 
     def _write(self, body: str) -> None:
         message_id = _new_id()
         tmp = self._tmp / f"{message_id}{_SUFFIX}"
-        with open(tmp, "x", encoding="utf-8") as fh:
-            json.dump({"body": body, "sent_at": time.time()}, fh, ensure_ascii=False)
+        try:
+            with open(tmp, "x", encoding="utf-8") as fh:
+                json.dump({"body": body, "sent_at": time.time()}, fh, ensure_ascii=False)
+        except BaseException:
+            with contextlib.suppress(OSError):  # no half-written file left behind
+                tmp.unlink()
+            raise
         os.rename(tmp, self._queue / f"{message_id}{_SEP}0{_SUFFIX}")
 
     # inspecting

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from simpletasks.errors import MessageError
+from simpletasks.errors import BatchError, MessageError
 from simpletasks.message import BasicInfo, TaskMessage
 from simpletasks.queues import QueueCapabilities, open_queue
 from simpletasks.queues._checks import CheckedBodies
-from simpletasks.scheduler import schedule
+from simpletasks.scheduler import ScheduleError, schedule
 
 
 def task(i: int, name: str = "NO_OP") -> TaskMessage:
@@ -106,3 +106,39 @@ def test_send_batch_called_directly_still_checks_every_body() -> None:
     with pytest.raises(ValueError, match=r"bodies\[0\] must not be empty"):
         queue.send_batch(("", "fine"))  # any other sequence is checked too
     assert queue.receive(10) == []
+
+
+class Failing(Recorder):
+    """Fails whole batches whose first message id is in ``down``, and the second half of
+    batches whose first id is in ``half`` (a BatchError: the first half went out)."""
+
+    def __init__(self, down: set[int], half: frozenset[int] = frozenset()) -> None:
+        super().__init__(max_batch=4)
+        self.down, self.half = down, half
+
+    def send_batch(self, bodies: Sequence[str]) -> None:
+        first = TaskMessage.from_json(bodies[0]).basic_info.id
+        if first in self.down:
+            raise ConnectionError(f"queue down at {first}")
+        if first in self.half:
+            keep = len(bodies) // 2
+            super().send_batch(bodies[:keep])
+            failed = [(i, "Throttled", "slow down") for i in range(keep, len(bodies))]
+            raise BatchError("some failed", failed)
+        super().send_batch(bodies)
+
+
+def test_failed_batches_do_not_stop_the_others_and_are_listed_exactly() -> None:
+    queue = Failing(down={4}, half={12})
+    messages = [task(i) for i in range(18)]
+    with pytest.raises(ScheduleError) as caught:
+        schedule(queue, messages, threads=2)  # type: ignore[arg-type]
+    error = caught.value
+    unsent = [4, 5, 6, 7, 14, 15]  # batch 4-7 down; the second half of batch 12-15
+    assert error.failed_indexes == unsent
+    assert error.sent == 12 and len(error.bodies) == 18
+    assert [TaskMessage.from_json(b).basic_info.id for b in error.unsent] == unsent
+    sent = sorted(TaskMessage.from_json(body).basic_info.id for b in queue.batches for body in b)
+    assert sent == sorted(set(range(18)) - set(unsent))  # everything else went, once
+    assert str(error).startswith("sent 12 of 18 message(s) to test://recorder; 6 not sent")
+    assert "ConnectionError: queue down at 4" in str(error)

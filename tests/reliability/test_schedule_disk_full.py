@@ -1,0 +1,61 @@
+"""``simpletasks schedule`` onto a file queue whose disk fills up part-way: the messages that
+went out are enqueued once, the others are written to a file the error names, and sending
+that file once the disk has room completes the set with no message twice.
+
+A real full file system: a 1 MiB tmpfs (needs root; skips elsewhere, like the other tmpfs
+tests in test_disk_full.py).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from diskfull import MountUnavailable, TmpfsDisk, tmpfs
+from tests_support import invoke
+
+from simpletasks.message import TaskMessage
+from simpletasks.queues import open_queue
+
+
+def test_a_disk_that_fills_up_mid_schedule_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    messages = tmp_path / "tasks.jsonl"
+    lines = [
+        json.dumps({"basic_info": {"id": i, "name": "NO_OP"}, "payload_info": "p" * 1500})
+        for i in range(200)
+    ]
+    messages.write_text("\n".join(lines) + "\n")
+    try:
+        with tmpfs(tmp_path / "fs", "1m") as mount:
+            url = f"file://{mount}/tasks"
+            assert invoke("create", url).exit_code == 0
+            disk = TmpfsDisk(mount, 120 * 1024)  # room for some of the messages only
+            disk.fill()
+            result = invoke("schedule", "--queue", url, "--threads", "2", str(messages))
+            assert result.exit_code == 1, result.output
+            found = re.search(r"sent (\d+) of 200 message\(s\) to .*; (\d+) not sent", result.output)
+            assert found, result.output
+            sent, unsent = int(found[1]), int(found[2])
+            assert 0 < sent < 200 and sent + unsent == 200
+            assert "No space left on device" in result.output
+            saved = Path(f"{messages}.unsent")
+            assert f"are in {saved}" in result.output and "sending the whole file again" in (
+                result.output
+            )
+            assert len(saved.read_text().splitlines()) == unsent
+            queue = open_queue(url)
+            assert queue.counts().visible == sent
+            assert list((mount / "tasks" / "tmp").iterdir()) == []  # no half-written file
+
+            disk.free()
+            again = invoke("schedule", "--queue", url, str(saved))
+            assert again.exit_code == 0, again.output
+            ids = []
+            while batch := queue.receive(100):
+                ids += [TaskMessage.from_json(m.body).basic_info.id for m in batch]
+                queue.ack_many(batch)
+            assert sorted(ids) == list(range(200))  # every message, once
+    except MountUnavailable as exc:
+        pytest.skip(str(exc))
