@@ -93,6 +93,9 @@ def schedule(
     try:
         sent = send_all(queue, tasks, threads=threads, progress=True)
     except ScheduleError as exc:
+        if exc.sent == 0:  # the whole input can simply be sent again
+            _, kind, text = exc.failures[0]
+            raise click.ClickException(f"nothing was sent to {queue.url}: {kind}: {text}") from None
         saved = save_unsent(exc.unsent, getattr(messages_file, "name", None))
         raise click.ClickException(
             f"{exc}. The {len(exc.unsent)} message(s) not sent are in {saved}: send them "

@@ -35,7 +35,8 @@ def test_a_disk_that_fills_up_mid_schedule_loses_and_repeats_nothing(tmp_path: P
             disk.fill()
             result = invoke("schedule", "--queue", url, "--threads", "2", str(messages))
             assert result.exit_code == 1, result.output
-            found = re.search(r"sent (\d+) of 200 message\(s\) to .*; (\d+) not sent", result.output)
+            pattern = r"sent (\d+) of 200 message\(s\) to .*; (\d+) not sent"
+            found = re.search(pattern, result.output)
             assert found, result.output
             sent, unsent = int(found[1]), int(found[2])
             assert 0 < sent < 200 and sent + unsent == 200
@@ -57,5 +58,23 @@ def test_a_disk_that_fills_up_mid_schedule_loses_and_repeats_nothing(tmp_path: P
                 ids += [TaskMessage.from_json(m.body).basic_info.id for m in batch]
                 queue.ack_many(batch)
             assert sorted(ids) == list(range(200))  # every message, once
+    except MountUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+def test_a_full_disk_before_the_first_message_sends_nothing_and_says_so(tmp_path: Path) -> None:
+    messages = tmp_path / "tasks.jsonl"
+    messages.write_text(json.dumps({"basic_info": {"id": 1, "name": "NO_OP"}}) + "\n")
+    try:
+        with tmpfs(tmp_path / "fs", "1m") as mount:
+            url = f"file://{mount}/tasks"
+            assert invoke("create", url).exit_code == 0
+            TmpfsDisk(mount, 0).fill()
+            result = invoke("schedule", "--queue", url, str(messages))
+            assert result.exit_code == 1, result.output
+            assert f"nothing was sent to {url}" in result.output
+            assert "No space left on device" in result.output
+            assert not Path(f"{messages}.unsent").exists()  # the input itself is what to resend
+            assert open_queue(url).counts().visible == 0
     except MountUnavailable as exc:
         pytest.skip(str(exc))
