@@ -89,6 +89,21 @@ def upload(paths: tuple[Path, ...], bucket_url: str | None, prefix: str) -> None
             validate_key(key, what="key")
             pairs.append((file, key))
     bucket = open_bucket(bucket_url)
+
+    def send(pair: tuple[Path, str]) -> str | None:
+        try:
+            bucket.upload(*pair)
+        except Exception as exc:  # reported with the others below
+            return f"{pair[0]}: {type(exc).__name__}: {exc}"
+        return None
+
     with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(lambda pair: bucket.upload(*pair), pairs))
+        failed = [error for error in pool.map(send, pairs) if error is not None]
+    if failed:
+        shown = "; ".join(failed[:5]) + (f"; and {len(failed) - 5} more" if len(failed) > 5 else "")
+        raise click.ClickException(
+            f"uploaded {len(pairs) - len(failed)} of {len(pairs)} file(s) to {bucket.url}; "
+            f"{len(failed)} failed: {shown}. Each upload replaces its object whole: run the "
+            "same command again to send the rest"
+        )
     echo(f"uploaded {len(pairs)} file(s) to {bucket.url}")

@@ -1,6 +1,7 @@
 """``simpletasks schedule`` onto a file queue whose disk fills up part-way: the messages that
 went out are enqueued once, the others are written to a file the error names, and sending
-that file once the disk has room completes the set with no message twice.
+that file once the disk has room completes the set with no message twice. ``simpletasks
+upload`` to a file bucket on a full disk says how many files went and which did not.
 
 A real full file system: a 1 MiB tmpfs (needs root; skips elsewhere, like the other tmpfs
 tests in test_disk_full.py).
@@ -76,5 +77,38 @@ def test_a_full_disk_before_the_first_message_sends_nothing_and_says_so(tmp_path
             assert "No space left on device" in result.output
             assert not Path(f"{messages}.unsent").exists()  # the input itself is what to resend
             assert open_queue(url).counts().visible == 0
+    except MountUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+def test_upload_to_a_disk_that_fills_up_names_what_failed_and_a_rerun_completes(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "raw"
+    source.mkdir()
+    for i in range(40):
+        (source / f"{i:02d}.dat").write_bytes(bytes([i]) * 20_000)
+    try:
+        with tmpfs(tmp_path / "fs", "1m") as mount:
+            url = f"file://{mount}/bucket"
+            assert invoke("create", "--bucket", url).exit_code == 0
+            disk = TmpfsDisk(mount, 300 * 1024)  # room for about 15 of the 40 files
+            disk.fill()
+            result = invoke("upload", str(source), "--bucket", url)
+            assert result.exit_code == 1, result.output
+            found = re.search(
+                r"uploaded (\d+) of 40 file\(s\) to .*; (\d+) failed: ", result.output
+            )
+            assert found, result.output
+            assert 0 < int(found[1]) < 40 and int(found[1]) + int(found[2]) == 40
+            assert "No space left on device" in result.output and "run the same command" in (
+                result.output
+            )
+            disk.free()
+            again = invoke("upload", str(source), "--bucket", url)
+            assert again.exit_code == 0, again.output
+            stored = sorted((mount / "bucket" / "raw").iterdir())
+            assert [p.name for p in stored] == [f"{i:02d}.dat" for i in range(40)]
+            assert all(p.read_bytes() == bytes([i]) * 20_000 for i, p in enumerate(stored))
     except MountUnavailable as exc:
         pytest.skip(str(exc))
