@@ -7,6 +7,7 @@ masked, and exit status 1 (2 for wrong usage). No traceback for a mistake a user
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 from collections.abc import Callable
@@ -135,6 +136,14 @@ def _library_error(exc: BaseException) -> bool:
     return module.split(".")[0] in _LIBRARY_MODULES
 
 
+#: errno → what to do about it, after the operating system's own words.
+_OS_HINTS = {
+    errno.ENOSPC: " (the disk is full: free some space and run the command again)",
+    errno.EDQUOT: " (the disk quota is used up: free some space and run the command again)",
+    errno.EACCES: " (permission denied: check the owner and mode of that path)",
+    errno.EROFS: " (a read-only file system: choose a writable place)",
+}
+
 #: Optional packages → the extra that installs them (for a one-line hint when one is missing).
 _EXTRAS = {
     "numpy": "tiering",
@@ -185,14 +194,27 @@ class Group(click.Group):
                 f"this command needs the Python package {package!r}, which is not installed: "
                 f"pip install 'simpletasks[{extra}]'"
             ) from None
+        except OSError as exc:
+            if _library_error(exc):
+                raise _one_line(exc) from None
+            if exc.errno is None:  # not the operating system's word: a bug, show it all
+                raise
+            what = f"{exc.strerror}: {exc.filename}" if exc.filename else str(exc)
+            hint = _OS_HINTS.get(exc.errno, "")
+            raise click.ClickException(redact(f"{what}{hint}")) from None
         except Exception as exc:
             if not _library_error(exc):
                 raise
-            name = type(exc).__name__
-            text = " ".join(str(exc).split()) or "(no message)"
-            hint = _HINTS.get(name)
-            line = f"{hint} ({name}: {text})" if hint else f"{name}: {text}"
-            raise click.ClickException(redact(line)) from None
+            raise _one_line(exc) from None
+
+
+def _one_line(exc: BaseException) -> click.ClickException:
+    """A library's error as one line, with a hint for the usual ones."""
+    name = type(exc).__name__
+    text = " ".join(str(exc).split()) or "(no message)"
+    hint = _HINTS.get(name)
+    line = f"{hint} ({name}: {text})" if hint else f"{name}: {text}"
+    return click.ClickException(redact(line))
 
 
 class UsageLine(click.ClickException):

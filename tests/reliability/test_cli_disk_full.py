@@ -112,3 +112,19 @@ def test_upload_to_a_disk_that_fills_up_names_what_failed_and_a_rerun_completes(
             assert all(p.read_bytes() == bytes([i]) * 20_000 for i, p in enumerate(stored))
     except MountUnavailable as exc:
         pytest.skip(str(exc))
+
+
+def test_an_operating_system_error_is_one_line_with_what_to_do(tmp_path: Path) -> None:
+    try:
+        with tmpfs(tmp_path / "fs", "1m") as mount:
+            bucket = f"file://{mount}/bucket"
+            queue = f"file://{tmp_path}/tasks"
+            assert invoke("create", queue, "--bucket", bucket).exit_code == 0
+            TmpfsDisk(mount, 0).fill()
+            result = invoke("schedule", "--queue", queue, "--example", "noop", "--bucket", bucket)
+            assert result.exit_code == 1, result.output
+            [line] = [x for x in result.output.splitlines() if x.startswith("Error:")]
+            assert "No space left on device" in line and "the disk is full" in line
+            assert "Traceback" not in result.output
+    except MountUnavailable as exc:
+        pytest.skip(str(exc))
