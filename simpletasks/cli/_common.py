@@ -30,8 +30,17 @@ MEM_REASON = (
     "use file:///absolute/dir for a local queue or bucket (or sqs://, pubsub://, amqp://, "
     "s3://, gs://)"
 )
-#: Exceptions of the cloud SDKs shown as one line when a backend let one through.
-_LIBRARY_MODULES = ("botocore", "boto3", "google", "pika", "urllib3", "requests")
+#: Exceptions of the cloud SDKs and database libraries shown as one line when one got through.
+_LIBRARY_MODULES = (
+    "botocore",
+    "boto3",
+    "google",
+    "pika",
+    "urllib3",
+    "requests",
+    "sqlalchemy",
+    "psycopg",
+)
 
 #: What to do, by the class name of a cloud SDK exception that reached the command line.
 _HINTS = {
@@ -49,6 +58,8 @@ _HINTS = {
     "PUBSUB_EMULATOR_HOST / STORAGE_EMULATOR_HOST (is the local stack still running?)",
     "AMQPConnectionError": "cannot connect to RabbitMQ: is it running, and are host, port, "
     "user and password right?",
+    "OperationalError": "cannot use the database: check its URL, that the server is running "
+    "and lets you in, or for SQLite that the file's folder exists and is writable",
 }
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -379,3 +379,19 @@ def test_a_missing_optional_package_names_its_extra(
         f"Error: this command needs the Python package {module!r}, which is not installed: "
         f"pip install 'simpletasks[{extra}]'"
     ]
+
+
+def test_a_database_that_cannot_be_reached_or_opened_is_one_line(
+    tmp_path: Path, closed_port: int
+) -> None:
+    hint = "cannot use the database: check its URL"
+    pg = f"postgresql://postgres@127.0.0.1:{closed_port}/test"
+    one_line_error(invoke("tier", "report", "--db", pg), 1, hint, "Connection refused")
+    missing = f"sqlite:///{tmp_path}/no/such/folder/jobs.db"
+    (tmp_path / "q").mkdir()
+    (tmp_path / "b").mkdir()
+    served = invoke(
+        "serve", "--database", missing, "--queue", f"file://{tmp_path}/q", "--bucket",
+        f"file://{tmp_path}/b", "--secret-key", "k" * 32,
+    )  # fmt: skip
+    one_line_error(served, 1, hint, "unable to open database file")
