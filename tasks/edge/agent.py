@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from simpletasks.daemon import DaemonService
+from simpletasks.errors import ConfigError
 from simpletasks.queues.priority import Pending, PriorityQueue
 from simpletasks.registry import TaskRegistry
 from simpletasks.settings import DaemonSettings
@@ -174,6 +175,10 @@ class EdgeAgent:
         uploader: The upload target.
         progress: Called about every ``progress_seconds`` with the agent (for a live line).
         progress_seconds: Interval of ``progress`` calls.
+
+    Raises:
+        ConfigError: If the watched directory does not exist (a mistyped path would
+            otherwise be created and watched in silence).
     """
 
     def __init__(
@@ -185,6 +190,11 @@ class EdgeAgent:
         progress_seconds: float = 1.0,
     ) -> None:
         self.config = config
+        if not Path(config.directory).is_dir():
+            raise ConfigError(
+                f"the directory to watch, {config.directory}, does not exist or is not a "
+                "directory: check the path (create it first if the instrument has not yet)"
+            )
         self.state_dir = Path(config.state_dir or Path(config.directory) / STATE_DIR_NAME)
         work_dir = self.state_dir / "work"
         shutil.rmtree(work_dir, ignore_errors=True)  # leftovers of a run that was stopped

@@ -72,6 +72,17 @@ def test_agent_refuses_bad_options_in_one_line(tmp_path: Path, args: list[str], 
     assert text in result.output and "Traceback" not in result.output
 
 
+def test_agent_refuses_a_directory_that_does_not_exist_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "instrument" / "otuput"  # a typo
+    result = invoke("agent", str(missing), "--bucket", f"file://{tmp_path}")
+    assert result.exit_code == 1, result.output
+    assert f"the directory to watch, {missing}, does not exist" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "instrument").exists()  # not created and watched in silence
+
+
 def test_agent_uploads_to_gateway_and_prints_summary(tmp_path: Path) -> None:
     watched = tmp_path / "in"
     make_images(watched, 5)
