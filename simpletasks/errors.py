@@ -58,6 +58,24 @@ class TaskFailed(SimpleTasksError):
     """A task's ``execute`` returned a result with ``success=False``."""
 
 
+class TaskExited(SimpleTasksError):
+    """A task hook raised ``SystemExit`` (``sys.exit()``) or ``KeyboardInterrupt``.
+
+    A task runs on a worker thread of a daemon that serves many messages: it cannot end the
+    process, so the daemon counts this as a failure of the task (reported and retried as any
+    other) instead of losing the worker thread and the message with it.
+    """
+
+    @classmethod
+    def of(cls, exc: BaseException, phase: str) -> TaskExited:
+        """The failure that stands for ``exc`` raised in ``phase``."""
+        raised = f"SystemExit({exc.code!r})" if isinstance(exc, SystemExit) else type(exc).__name__
+        return cls(
+            f"{phase} raised {raised}: a task cannot end the daemon (it runs on one of its "
+            "worker threads), so this counts as a failure of the task; raise an exception instead"
+        )
+
+
 class PermanentFailure(SimpleTasksError):
     """Raise from a task hook for a failure that no retry can fix (a missing input, a file
     that is not an image...). The daemon reports it as final at once instead of retrying.

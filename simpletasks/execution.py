@@ -25,6 +25,7 @@ from simpletasks.errors import (
     MessageError,
     PermanentFailure,
     TaskCancelled,
+    TaskExited,
     TaskFailed,
 )
 from simpletasks.leases import LeaseKeeper
@@ -125,7 +126,7 @@ class MessageRunner:
         started = time.monotonic()
         try:
             self._run(message, cancel, resources)
-        except Exception:  # everything is reported inside; this is a last resort
+        except (Exception, SystemExit, KeyboardInterrupt):  # a last resort: see _untimed_phase
             logger.exception("[%s] internal error handling message %s", self.name, message.id)
             self._retry_later(message)
             self.middleware.emit("on_released", message)
@@ -298,11 +299,12 @@ class MessageRunner:
         started = time.monotonic()
         try:
             value = call(*args)
-        except Exception as exc:
+        except (Exception, SystemExit, KeyboardInterrupt) as raised:
+            exc = raised if isinstance(raised, Exception) else TaskExited.of(raised, phase)
             self.middleware.emit(
                 "after_phase", task, message, phase, time.monotonic() - started, exc
             )
-            raise _PhaseError(phase, exc) from exc
+            raise _PhaseError(phase, exc) from raised
         self.middleware.emit("after_phase", task, message, phase, time.monotonic() - started, None)
         return value
 
@@ -502,11 +504,17 @@ class MessageRunner:
 def _untimed_phase(
     task: DaemonTask, message: Message, phase: str, call: Callable[..., Any], *args: Any
 ) -> Any:
-    """``call(*args)``, its exception tagged with ``phase`` (the hot path: no middleware)."""
+    """``call(*args)``, its exception tagged with ``phase`` (the hot path: no middleware).
+
+    ``sys.exit()`` and ``KeyboardInterrupt`` in a task become :class:`TaskExited`: left to
+    propagate, they would end the worker thread and strand its message.
+    """
     try:
         return call(*args)
     except Exception as exc:
         raise _PhaseError(phase, exc) from exc
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise _PhaseError(phase, TaskExited.of(exc, phase)) from exc
 
 
 def _execute(task: DaemonTask, datasource: Any) -> Result:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -90,6 +91,29 @@ class LongTask(DaemonTask):
         Path(self.message.payload_info).write_text("published")
 
 
+class ExitingTask(DaemonTask):
+    """Calls ``sys.exit(3)`` or raises ``KeyboardInterrupt`` in the phase its payload names."""
+
+    name = "EXITING"
+
+    def _maybe(self, phase: str) -> None:
+        how, where = self.message.payload_info
+        if where == phase:
+            if how == "exit":
+                sys.exit(3)
+            raise KeyboardInterrupt
+
+    def prepare(self, datasource: object) -> None:
+        self._maybe("prepare")
+
+    def execute(self, datasource: object) -> Result:
+        self._maybe("execute")
+        return Result(success=True)
+
+    def finalize(self, datasource: object, result: Result) -> None:
+        self._maybe("finalize")
+
+
 def body(name: str, payload: Any = None, *, job: str | None = None, task_id: int = 1) -> str:
     return TaskMessage(BasicInfo(task_id, name, "d"), payload, job).to_json()
 
@@ -105,7 +129,7 @@ def drain(url: str) -> list[dict]:
 
 def daemon(**kwargs: Any) -> DaemonService:
     registry = TaskRegistry()
-    for cls in (ContextTask, SpawnTask, PermanentTask, LongTask):
+    for cls in (ContextTask, SpawnTask, PermanentTask, LongTask, ExitingTask):
         registry.register(cls)
     settings = DaemonSettings(**{**FAST, **kwargs.pop("settings", {})})  # type: ignore[arg-type]
     return DaemonService(
@@ -250,6 +274,37 @@ def test_a_followup_too_big_for_its_queue_is_a_final_failure_not_endless_retries
     assert "follow-up 1 of <SpawnTask SPAWN id=1> is 503 bytes" in error["error_message"]
     assert "accepts at most 300 bytes" in error["error_message"]
     assert next_queue.counts().visible == 0  # none of its follow-ups went out
+
+
+@pytest.mark.parametrize("phase", ["prepare", "execute", "finalize"])
+@pytest.mark.parametrize("how", ["exit", "interrupt"])
+@pytest.mark.parametrize("middleware", [False, True])
+def test_sys_exit_in_a_task_is_a_failure_not_a_lost_worker(
+    how: str, phase: str, middleware: bool
+) -> None:
+    """sys.exit() on a worker thread used to end the thread silently: its message stayed
+    leased (renewed for ever) and the daemon never finished its queue."""
+    from simpletasks.middleware import Middleware
+
+    open_queue("mem://tasks").send_batch(
+        [body("EXITING", [how, phase], task_id=1), body("CTX", task_id=2), body("CTX", task_id=3)]
+    )
+    chain = [Middleware()] if middleware else []  # the timed phase path, and the bare one
+    d = daemon(middleware=chain, settings={"max_attempts": 2})
+    runner = threading.Thread(target=d.run, daemon=True)
+    runner.start()
+    runner.join(20)
+    assert not runner.is_alive(), "the daemon did not finish its queue"
+    assert (d.stats.succeeded, d.stats.retried, d.stats.dead_lettered) == (2, 1, 1)
+    reports = drain("mem://errors")
+    assert [(r["phase"], r["error_type"], r["final"]) for r in reports] == [
+        (phase, "TaskExited", False),
+        (phase, "TaskExited", True),
+    ]
+    raised = "SystemExit(3)" if how == "exit" else "KeyboardInterrupt"
+    assert f"{phase} raised {raised}: a task cannot end the daemon" in reports[0]["error_message"]
+    counts = open_queue("mem://tasks").counts()
+    assert (counts.visible, counts.in_flight) == (0, 0)
 
 
 def test_permanent_failure_is_final_at_once_and_other_work_goes_on() -> None:
