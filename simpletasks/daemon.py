@@ -35,10 +35,11 @@ from typing import Any
 
 from simpletasks.context import WorkerResources, check_factories
 from simpletasks.errors import ConfigError
-from simpletasks.execution import MessageRunner, Targets
+from simpletasks.execution import MessageRunner
 from simpletasks.leases import LeaseKeeper, State
 from simpletasks.message import TaskMessage
 from simpletasks.middleware import Middleware, MiddlewareChain
+from simpletasks.outbox import Targets
 from simpletasks.queues import Message, QueueService
 from simpletasks.registry import TaskRegistry
 from simpletasks.settings import DaemonSettings

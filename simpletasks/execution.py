@@ -4,7 +4,8 @@
 :class:`~simpletasks.daemon.DaemonService` is the other half (receiving, threads, stopping).
 Everything that can go wrong with a message ends here in exactly one of: acked after success,
 reported and acked as a final failure, reported and handed back for a retry, or (when the
-daemon gave the task up at stop) dropped without publishing anything.
+daemon gave the task up at stop) dropped without publishing anything. What gets written to
+the error, done and follow-up queues is built and sent by :class:`~simpletasks.outbox.Outbox`.
 """
 
 from __future__ import annotations
@@ -14,10 +15,8 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from simpletasks import kept_bodies
 from simpletasks.checkpoint import Checkpoints
 from simpletasks.context import CancelSignal, TaskContext
 from simpletasks.errors import (
@@ -31,9 +30,10 @@ from simpletasks.errors import (
 from simpletasks.leases import LeaseKeeper
 from simpletasks.message import TaskMessage
 from simpletasks.middleware import MiddlewareChain
+from simpletasks.outbox import Outbox, Targets
 from simpletasks.queues import Message, QueueService
 from simpletasks.registry import TaskRegistry
-from simpletasks.reports import DoneReport, ErrorReport, HostInfo, body_for_report
+from simpletasks.reports import DoneReport
 from simpletasks.settings import DaemonSettings
 from simpletasks.stats import RunStats
 from simpletasks.task import DaemonTask, Result
@@ -42,15 +42,6 @@ logger = logging.getLogger(__name__)
 
 #: Failures no retry can fix: reported as final at once.
 PERMANENT = (MessageError, PermanentFailure, KeyNotFound)
-
-
-@dataclass(frozen=True)
-class Targets:
-    """Where a runner sends things besides acks: reports and follow-up tasks."""
-
-    error_queue: QueueService | None = None
-    done_queue: QueueService | None = None
-    followup_queue: QueueService | None = None
 
 
 class MessageRunner:
@@ -99,8 +90,10 @@ class MessageRunner:
         self.middleware = middleware
         self.stats = stats
         self.stopping = stopping
-        self.host = HostInfo.current()
         self._bucket = getattr(datasource, "bucket", None)
+        self.outbox = Outbox(
+            name=name, targets=targets, bucket=self._bucket, max_attempts=settings.max_attempts
+        )
         self._session: Callable[[], Any] | None = getattr(datasource, "session", None)
         self._max_lease = queue.capabilities.max_lease_seconds
         self._lock = threading.Lock()  # guards the two values below (updated by workers)
@@ -191,13 +184,13 @@ class MessageRunner:
         if cancel.is_set():
             return self._given_up(task, message)
         if followups:
-            if not self._send(self.targets.followup_queue, followups, message):
+            if not self.outbox.send(self.targets.followup_queue, followups, message):
                 self._retry_later(message)
                 return
             self.stats.add(followups=len(followups))
         if self.targets.done_queue is not None:
             report = DoneReport(
-                host=self.host,
+                host=self.outbox.host,
                 message_id=message.id,
                 body=parsed.to_dict(),
                 task_name=task.name,
@@ -210,7 +203,7 @@ class MessageRunner:
                 job_id=parsed.job_id,
                 daemon=self.name,
             )
-            if not self._send(self.targets.done_queue, [self._report_body(report)], message):
+            if not self.outbox.send(self.targets.done_queue, [self.outbox.encode(report)], message):
                 self._retry_later(message)
                 return
         if task.context.checkpoint_used:
@@ -232,46 +225,19 @@ class MessageRunner:
             return False
         if not reason:
             return False
-        report = self._report(message, parsed, "skipped", "Skipped", reason, "", final=True)
+        report = self.outbox.error_report(
+            message, parsed, "skipped", "Skipped", reason, "", final=True
+        )
         logger.info("[%s] skipping %r: %s", self.name, task, reason)
         if self.targets.error_queue is not None:
-            body = self._final_report_body(report, message)
-            if body is None or not self._send(self.targets.error_queue, [body], message):
+            body = self.outbox.encode_final(report, message)
+            if body is None or not self.outbox.send(self.targets.error_queue, [body], message):
                 self._retry_later(message)
                 return True
         self.leases.ack(message)
         self.stats.add(skipped=1)
         self.middleware.emit("on_skipped", task, message, reason)
         return True
-
-    def _report(
-        self,
-        message: Message,
-        parsed: TaskMessage | None,
-        phase: str,
-        error_type: str,
-        error_message: str,
-        trace: str,
-        *,
-        final: bool,
-    ) -> ErrorReport:
-        info = parsed.basic_info if parsed else None
-        return ErrorReport(
-            host=self.host,
-            message_id=message.id,
-            body=body_for_report(message.body),
-            phase=phase,
-            error_type=error_type,
-            error_message=error_message,
-            traceback=trace,
-            attempt=message.attempt,
-            max_attempts=self.settings.max_attempts,
-            final=final,
-            task_name=info.name if info else None,
-            task_id=info.id if info else None,
-            job_id=parsed.job_id if parsed else None,
-            daemon=self.name,
-        )
 
     def _phases(self, task: DaemonTask, message: Message, cancel: CancelSignal) -> Result:
         """Run prepare, execute and finalize; raise :class:`_PhaseError` on a failure."""
@@ -366,7 +332,7 @@ class MessageRunner:
         with_traceback: bool = True,
     ) -> None:
         trace = "".join(traceback.format_exception(exc)) if with_traceback else ""
-        report = self._report(
+        report = self.outbox.error_report(
             message, parsed, phase, type(exc).__name__, str(exc), trace, final=final
         )
         what = f"{task!r}" if task else f"message {message.id}"
@@ -394,10 +360,12 @@ class MessageRunner:
         written = True
         if self.targets.error_queue is not None:
             if final:
-                body = self._final_report_body(report, message)
+                body = self.outbox.encode_final(report, message)
             else:  # a retry stays on its queue anyway
-                body = self._report_body(report, self.targets.error_queue)
-            written = body is not None and self._send(self.targets.error_queue, [body], message)
+                body = self.outbox.encode(report, self.targets.error_queue)
+            written = body is not None and self.outbox.send(
+                self.targets.error_queue, [body], message
+            )
         if final and written and self.targets.error_queue is not None:
             self.leases.ack(message)
             self.stats.add(dead_lettered=1)
@@ -427,78 +395,6 @@ class MessageRunner:
                 exc,
             )
         self.stats.add(retried=1)
-
-    def _report_body(
-        self,
-        report: ErrorReport | DoneReport,
-        target: Any = None,
-        keep_body: Callable[[], str | None] | None = None,
-    ) -> str:
-        """The report's JSON for ``target`` (the done queue by default), cut to fit it."""
-        queue = target or self.targets.done_queue
-        limit = queue.capabilities.max_body_bytes if queue else None
-        return report.to_json(max_bytes=limit, keep_body=keep_body)
-
-    def _final_report_body(self, report: ErrorReport, message: Message) -> str | None:
-        """The JSON of a final failure's report for the error queue.
-
-        If the message does not fit in the report, it is kept in the bucket first
-        (:mod:`simpletasks.kept_bodies`); ``None`` if that failed: the message must then
-        stay on its queue, since the report would be its only copy.
-        """
-        try:
-            return self._report_body(
-                report, self.targets.error_queue, keep_body=lambda: self._keep_body(message)
-            )
-        except Exception:
-            logger.exception(
-                "[%s] could not keep message %s (too big for its report) in %s; "
-                "it stays on its queue",
-                self.name,
-                message.id,
-                getattr(self._bucket, "url", self._bucket),
-            )
-            return None
-
-    def _keep_body(self, message: Message) -> str | None:
-        size = len(message.body.encode())
-        if self._bucket is None:
-            logger.error(
-                "[%s] message %s (%d bytes) does not fit in its failure report and the "
-                "daemon has no bucket to keep it in: the report carries only its head",
-                self.name,
-                message.id,
-                size,
-            )
-            return None
-        key = kept_bodies.keep(self._bucket, message.body)
-        logger.warning(
-            "[%s] message %s (%d bytes) does not fit in its failure report: kept in %s as %s",
-            self.name,
-            message.id,
-            size,
-            self._bucket.url,
-            key,
-        )
-        return key
-
-    def _send(self, target: QueueService | None, bodies: list[str], message: Message) -> bool:
-        """Send ``bodies`` to ``target``; log and return ``False`` if that failed."""
-        assert target is not None
-        try:
-            if len(bodies) == 1:
-                target.send(bodies[0])
-            else:
-                target.send_batch(bodies)
-            return True
-        except Exception:
-            logger.exception(
-                "[%s] could not send to %s for message %s; the message stays on its queue",
-                self.name,
-                target.url,
-                message.id,
-            )
-            return False
 
 
 def _untimed_phase(
