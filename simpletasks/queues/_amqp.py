@@ -370,22 +370,23 @@ def _header_template(channel_number: int) -> tuple[bytes, bytes] | None:
     pika, split around its variable fields: ``(head, middle)`` such that a message's frame is
     ``head + body size (8 bytes) + middle + message id + timestamp (8 bytes) + frame end``;
     ``None`` (with a warning, once) if this pika lays the frame out otherwise."""
-    if (template := _TEMPLATES.get(channel_number, ())) == ():
-        placeholder = "0" * _ID_LENGTH
-        header = pika.frame.Header(channel_number, 0, _properties(placeholder, 0))
-        marshalled = header.marshal()
-        # frame type, channel, payload size (7 bytes), class id, weight (4), body size (8)
-        head, rest = marshalled[:11], marshalled[19:]
-        tail = placeholder.encode() + _TIMESTAMP.pack(0) + _FRAME_END
-        if marshalled[11:19] != bytes(8) or not rest.endswith(tail):
-            logger.warning(
-                "pika %s lays out content headers unexpectedly; publishing through pika",
-                getattr(pika, "__version__", "?"),
-            )
-            template = None
-        else:
-            template = (head, rest[: -len(tail)])
-        _TEMPLATES[channel_number] = template
+    if channel_number in _TEMPLATES:
+        return _TEMPLATES[channel_number]
+    placeholder = "0" * _ID_LENGTH
+    header = pika.frame.Header(channel_number, 0, _properties(placeholder, 0))
+    marshalled = header.marshal()
+    # frame type, channel, payload size (7 bytes), class id, weight (4), body size (8)
+    head, rest = marshalled[:11], marshalled[19:]
+    tail = placeholder.encode() + _TIMESTAMP.pack(0) + _FRAME_END
+    template: tuple[bytes, bytes] | None = None
+    if marshalled[11:19] != bytes(8) or not rest.endswith(tail):
+        logger.warning(
+            "pika %s lays out content headers unexpectedly; publishing through pika",
+            getattr(pika, "__version__", "?"),
+        )
+    else:
+        template = (head, rest[: -len(tail)])
+    _TEMPLATES[channel_number] = template
     return template
 
 
