@@ -51,6 +51,10 @@ def schedule(
     then handed to ``send_batch`` as already checked, so the backend does not check the
     characters again.
 
+    Batches are independent: when one fails (after the backend's own retries), the others
+    are still sent, and a :class:`ScheduleError` lists exactly which messages were not, so
+    sending those again sends nothing twice.
+
     Args:
         queue: The task queue.
         tasks: Messages, as :class:`TaskMessage` or JSON text.
@@ -59,10 +63,6 @@ def schedule(
 
     Returns:
         The number of messages sent.
-
-    Batches are independent: when one fails (after the backend's own retries), the others
-    are still sent, and a :class:`ScheduleError` lists exactly which messages were not, so
-    sending those again sends nothing twice.
 
     Raises:
         ScheduleError: If some batches (or some messages of a batch) could not be sent.
