@@ -119,6 +119,9 @@ class DaemonService:
         self._reaped = threading.Event()
         self._hurry = threading.Event()  # a second stop(): skip the rest of the grace period
         self._loop_done = threading.Event()
+        self._workers: list[threading.Thread] = []
+        self._workers_lock = threading.Lock()
+        self._replaced = 0  # workers started in place of ones stuck in a timed-out task
         self._last_received = 0  # size of the last non-empty receive (the loop's own)
         self.runner = MessageRunner(
             name=name,
@@ -197,12 +200,8 @@ class DaemonService:
         )
         self.middleware.emit("on_start", self)
         self._leases.start_threads()
-        workers = [
-            threading.Thread(target=self._worker, name=f"st-{self.name}-worker-{i}", daemon=True)
-            for i in range(s.concurrency)
-        ]
-        for worker in workers:
-            worker.start()
+        for _ in range(s.concurrency):
+            self._start_worker()
         loop = threading.Thread(target=self._loop, name=f"st-{self.name}-loop", daemon=True)
         loop.start()
         self._watch(loop, started)
@@ -210,8 +209,12 @@ class DaemonService:
             # The loop may sit in a long poll; it releases whatever that poll returns.
             loop.join(1.0)
             self._reaped.wait()
-        else:  # drained or at max_tasks: let every held task finish
-            self._leases.wait_until(lambda buffered, running: not buffered and not running)
+        else:  # drained or at max_tasks: let every held task finish (or time out)
+            while not self._leases.wait_until(
+                lambda buffered, running: not buffered and not running, timeout=0.2
+            ):
+                self._time_out_tasks()
+        workers = list(self._workers)
         for _ in workers:
             self._work.put(None)
         for worker in workers:
@@ -229,6 +232,7 @@ class DaemonService:
         last, last_time = 0, started
         while loop.is_alive() and not self._stopping.is_set():
             loop.join(0.2)
+            self._time_out_tasks()
             now = time.monotonic()
             if now - last_time >= PROGRESS_SECONDS:
                 snap = self.stats.snapshot()
@@ -390,7 +394,37 @@ class DaemonService:
         finally:
             self._reaped.set()
 
+    def _time_out_tasks(self) -> None:
+        """Give up the tasks running longer than ``task_timeout_seconds`` (if set)."""
+        limit = self.settings.task_timeout_seconds
+        if limit is None:
+            return
+        overdue = self._leases.take_overdue(limit)
+        for message in overdue:
+            logger.error(
+                "[%s] message %s (attempt %d) has run for more than %g s (task_timeout): "
+                "giving it up; its lease is released for another attempt and a new worker "
+                "takes this one's place",
+                self.name,
+                message.id,
+                message.attempt,
+                limit,
+            )
+        if overdue:
+            self._release(overdue)
+            with self._workers_lock:
+                self._replaced += len(overdue)
+            for _ in overdue:
+                self._start_worker()
+
     # -- workers -------------------------------------------------------------------------
+
+    def _start_worker(self) -> None:
+        with self._workers_lock:
+            name = f"st-{self.name}-worker-{len(self._workers)}"
+            worker = threading.Thread(target=self._worker, name=name, daemon=True)
+            self._workers.append(worker)
+        worker.start()
 
     def _worker(self) -> None:
         resources = WorkerResources(self._factories)
@@ -400,5 +434,16 @@ class DaemonService:
                 if cancel is None:
                     continue  # released at stop before it started
                 self.runner.run(message, cancel, resources)
+                if cancel.is_set() and self._retire():
+                    return  # a task that timed out: a new worker took this one's place
         finally:
             resources.close()
+
+    def _retire(self) -> bool:
+        """Whether this worker, whose task was given up, should end (it was replaced)."""
+        with self._workers_lock:
+            if self._replaced == 0:
+                return False
+            self._replaced -= 1
+            self._workers.remove(threading.current_thread())
+            return True

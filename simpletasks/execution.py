@@ -150,9 +150,12 @@ class MessageRunner:
             return
         limit = self.settings.max_attempts
         if limit is not None and message.attempt > limit:
+            cause = "crashed its daemon"
+            if self.settings.task_timeout_seconds:
+                cause += f" or run past task_timeout_seconds={self.settings.task_timeout_seconds:g}"
             too_many = RuntimeError(
                 f"delivered {message.attempt} times, more than max_attempts="
-                f"{self.settings.max_attempts} (an earlier attempt may have crashed its daemon)"
+                f"{self.settings.max_attempts} (an earlier attempt may have {cause})"
             )
             self._fail(message, task, parsed, "receive", too_many, final=True, with_traceback=False)
             return

@@ -50,13 +50,14 @@ class Held:
     costs one small object per message).
     """
 
-    __slots__ = ("_cond", "_set", "lease_until", "message", "renewing", "state")
+    __slots__ = ("_cond", "_set", "lease_until", "message", "renewing", "started", "state")
 
     def __init__(self, message: Message, lease_until: float, cond: threading.Condition) -> None:
         self.message = message
         self.state = _BUFFERED
         self.lease_until = lease_until  # monotonic
         self.renewing = False  # the heartbeat's extend call for it is in flight
+        self.started = 0.0  # monotonic time it started running
         self._cond = cond
         self._set = False
 
@@ -124,6 +125,7 @@ class LeaseKeeper:
             held = self._held.get(id(message))
             if held is None or held.state is not _BUFFERED:
                 return None
+            held.started = time.monotonic()
             self._move(held, _RUNNING)
             self._notify()  # an ordered queue's loop waits for an empty buffer
             return held
@@ -161,14 +163,27 @@ class LeaseKeeper:
     def take(self, state: State) -> list[Message]:
         """Settle and return every held message in ``state``; set their cancel events."""
         with self.changed:
-            taken = [h for h in self._held.values() if h.state is state]
-            messages = [h.message for h in taken]
-            self._wait_for_renewals(messages)
-            for held in taken:
-                held._set = True  # the lock is held: set() would take it again
-                self._drop(id(held.message))
-            self.changed.notify_all()
+            return self._take([h for h in self._held.values() if h.state is state])
+
+    def take_overdue(self, seconds: float) -> list[Message]:
+        """Settle and return the running messages started more than ``seconds`` ago; set
+        their cancel events (as :meth:`take` does)."""
+        with self.changed:
+            cutoff = time.monotonic() - seconds
+            held = self._held.values()
+            return self._take([h for h in held if h.state is _RUNNING and h.started < cutoff])
+
+    def _take(self, taken: list[Held]) -> list[Message]:
+        """Settle ``taken`` and set their cancel events (lock held); return their messages."""
+        messages = [h.message for h in taken]
+        if not taken:
             return messages
+        self._wait_for_renewals(messages)
+        for held in taken:
+            held._set = True  # the lock is held: set() would take it again
+            self._drop(id(held.message))
+        self.changed.notify_all()
+        return messages
 
     def notify(self) -> None:
         """Wake every thread waiting in :meth:`wait` or :meth:`wait_until`."""

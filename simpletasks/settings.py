@@ -31,6 +31,10 @@ class DaemonSettings:
             prefetched; 0 turns prefetch off.
         burst: Exit once the queue is drained instead of waiting for work.
         max_tasks: Exit after receiving this many messages (None = no limit).
+        task_timeout_seconds: A task still running after this long is given up: its cancel
+            flag is set, its lease is released so the message is delivered again (another
+            attempt), and a new worker thread takes the stuck one's place; whatever the stuck
+            task returns later is dropped. ``None`` (default): tasks may run for ever.
     """
 
     concurrency: int = 1
@@ -44,6 +48,7 @@ class DaemonSettings:
     prefetch_seconds: float = 1.0
     burst: bool = False
     max_tasks: int | None = None
+    task_timeout_seconds: float | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -56,6 +61,10 @@ class DaemonSettings:
             (self.grace_seconds >= 0, "grace_seconds must be >= 0"),
             (self.prefetch_seconds >= 0, "prefetch_seconds must be >= 0"),
             (self.max_tasks is None or self.max_tasks >= 1, "max_tasks must be >= 1"),
+            (
+                self.task_timeout_seconds is None or self.task_timeout_seconds > 0,
+                "task_timeout_seconds must be > 0",
+            ),
         ]
         for ok, text in checks:
             if not ok:

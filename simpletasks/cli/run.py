@@ -250,6 +250,15 @@ def build_datasource(
     help="On SIGTERM/SIGINT, time running tasks get to finish.",
 )
 @click.option(
+    "--task-timeout",
+    "task_timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    show_envvar=True,
+    envvar=env_name("TASK_TIMEOUT_SECONDS"),
+    help="Give up a task still running after this many seconds: its message goes back for "
+    "another attempt and a new worker takes the stuck one's place [default: no limit].",
+)
+@click.option(
     "--burst",
     is_flag=True,
     show_envvar=True,
@@ -358,6 +367,7 @@ def run(
     max_attempts: int,
     retry_delay: float,
     grace_seconds: float,
+    task_timeout: float | None,
     burst: bool,
     skip_cancelled: bool,
     report_starts: bool,
@@ -408,6 +418,7 @@ def run(
             grace_seconds=grace_seconds,
             burst=burst,
             max_tasks=max_tasks,
+            task_timeout_seconds=task_timeout,
         )
         registry = build_registry(task_paths)  # puts the current directory on the path
         extras = _extras(followup_url, middleware_paths)

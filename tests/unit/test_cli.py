@@ -237,3 +237,27 @@ def test_run_skip_cancelled_deletes_the_tasks_of_cancelled_jobs(urls: dict[str, 
     (message,) = errors.receive(10)
     report = parse_report(message.body)
     assert (report.phase, report.job_id, report.final) == ("skipped", "job-gone", True)
+
+
+def test_run_task_timeout_gives_up_a_task_that_always_hangs(
+    urls: dict[str, str], tmp_path: Path
+) -> None:
+    log = str(tmp_path / "sleep.log")
+    queue = open_queue(urls["queue"])
+    hangs = {"basic_info": {"id": 1, "name": "SLEEP"}, "payload_info": {"seconds": 4, "log": log}}
+    quick = {"basic_info": {"id": 2, "name": "SLEEP"}, "payload_info": {"seconds": 0, "log": log}}
+    queue.send_batch([json.dumps(hangs), json.dumps(quick)])
+    result = invoke(
+        "run", "--queue", urls["queue"], "--error-queue", urls["errors"], "--bucket",
+        urls["bucket"], "--cache-dir", urls["cache"], "--task", "tasktypes:SleepTask",
+        "--task-timeout", "0.5", "--max-attempts", "2", "--retry-delay", "0", "--burst",
+        "--wait", "0",
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output  # one task failed for good
+    stats = json.loads(next(x for x in result.output.splitlines() if x.startswith("{")))
+    assert (stats["succeeded"], stats["released"], stats["dead_lettered"]) == (1, 2, 1)
+    errors = open_queue(urls["errors"])
+    [report] = [json.loads(m.body) for m in errors.receive(10)]
+    assert report["final"] and report["task_id"] == 1 and report["attempt"] == 3
+    assert "or run past task_timeout_seconds=0.5" in report["error_message"]
+    assert queue.counts().visible + queue.counts().in_flight == 0

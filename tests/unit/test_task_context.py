@@ -114,6 +114,24 @@ class ExitingTask(DaemonTask):
         self._maybe("finalize")
 
 
+STUCK = threading.Event()  # set by a test to let a stuck task return
+
+
+class StuckTask(DaemonTask):
+    """On its first attempt, blocks (ignoring its cancel flag) until STUCK is set."""
+
+    name = "STUCK"
+
+    def execute(self, datasource: object) -> Result:
+        SEEN.append({"stuck_attempt": self.context.attempt, "thread": threading.current_thread()})
+        if self.context.attempt == 1:
+            STUCK.wait(10)
+        return Result(success=True)
+
+    def finalize(self, datasource: object, result: Result) -> None:
+        SEEN.append({"finalized": self.context.attempt})
+
+
 def body(name: str, payload: Any = None, *, job: str | None = None, task_id: int = 1) -> str:
     return TaskMessage(BasicInfo(task_id, name, "d"), payload, job).to_json()
 
@@ -129,7 +147,7 @@ def drain(url: str) -> list[dict]:
 
 def daemon(**kwargs: Any) -> DaemonService:
     registry = TaskRegistry()
-    for cls in (ContextTask, SpawnTask, PermanentTask, LongTask, ExitingTask):
+    for cls in (ContextTask, SpawnTask, PermanentTask, LongTask, ExitingTask, StuckTask):
         registry.register(cls)
     settings = DaemonSettings(**{**FAST, **kwargs.pop("settings", {})})  # type: ignore[arg-type]
     return DaemonService(
@@ -305,6 +323,37 @@ def test_sys_exit_in_a_task_is_a_failure_not_a_lost_worker(
     assert f"{phase} raised {raised}: a task cannot end the daemon" in reports[0]["error_message"]
     counts = open_queue("mem://tasks").counts()
     assert (counts.visible, counts.in_flight) == (0, 0)
+
+
+def test_a_task_past_its_timeout_is_given_up_and_a_new_worker_goes_on() -> None:
+    STUCK.clear()
+    open_queue("mem://tasks").send_batch(
+        [body("STUCK", task_id=1)] + [body("CTX", task_id=i) for i in range(2, 6)]
+    )
+    d = daemon(settings={"task_timeout_seconds": 0.5, "concurrency": 1, "max_attempts": 3})
+    runner = threading.Thread(target=d.run, daemon=True)
+    runner.start()
+    runner.join(8)  # the stuck task would block the only worker for 10 s
+    try:
+        assert not runner.is_alive(), "the daemon waited for the stuck task"
+        # the other four ran on the replacement worker, and attempt 2 of the stuck one too
+        assert (d.stats.succeeded, d.stats.released) == (5, 1)
+        attempts = [s["stuck_attempt"] for s in SEEN if "stuck_attempt" in s]
+        assert attempts == [1, 2] and {"finalized": 2} in SEEN and {"finalized": 1} not in SEEN
+        counts = open_queue("mem://tasks").counts()
+        assert (counts.visible, counts.in_flight) == (0, 0)
+        assert drain("mem://errors") == []
+    finally:
+        STUCK.set()  # let the stuck thread return: its result must be dropped, not published
+    stuck_thread = next(s["thread"] for s in SEEN if s.get("stuck_attempt") == 1)
+    stuck_thread.join(5)
+    assert not stuck_thread.is_alive()  # it ended instead of taking more work
+    assert {"finalized": 1} not in SEEN and len(drain("mem://done")) == 5
+
+
+def test_task_timeout_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="task_timeout_seconds must be > 0"):
+        DaemonSettings(task_timeout_seconds=0)
 
 
 def test_permanent_failure_is_final_at_once_and_other_work_goes_on() -> None:
