@@ -24,6 +24,7 @@ its lock; counters live in :class:`~simpletasks.stats.RunStats` behind its own.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue as stdqueue
 import random
@@ -122,6 +123,7 @@ class DaemonService:
         self._workers: list[threading.Thread] = []
         self._workers_lock = threading.Lock()
         self._replaced = 0  # workers started in place of ones stuck in a timed-out task
+        self._worker_numbers = itertools.count()  # unique thread names, replacements too
         self._last_received = 0  # size of the last non-empty receive (the loop's own)
         self.runner = MessageRunner(
             name=name,
@@ -421,7 +423,7 @@ class DaemonService:
 
     def _start_worker(self) -> None:
         with self._workers_lock:
-            name = f"st-{self.name}-worker-{len(self._workers)}"
+            name = f"st-{self.name}-worker-{next(self._worker_numbers)}"
             worker = threading.Thread(target=self._worker, name=name, daemon=True)
             self._workers.append(worker)
         worker.start()

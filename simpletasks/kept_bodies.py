@@ -19,6 +19,8 @@ import hashlib
 import io
 from typing import Any
 
+from simpletasks.errors import IntegrityError
+
 PREFIX = "_simpletasks/bodies"
 
 
@@ -42,8 +44,6 @@ def load(bucket: Any, key: str) -> str:
         KeyNotFound: If the object is gone.
         IntegrityError: If its bytes do not hash to its key, or are not UTF-8.
     """
-    from simpletasks.errors import IntegrityError
-
     digest = key.removeprefix(f"{PREFIX}/")
     if digest == key or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
         raise ValueError(f"not a kept-message key: {key!r} (expected {PREFIX}/<sha256>)")
