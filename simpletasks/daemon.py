@@ -397,27 +397,31 @@ class DaemonService:
             self._reaped.set()
 
     def _time_out_tasks(self) -> None:
-        """Give up the tasks running longer than ``task_timeout_seconds`` (if set)."""
+        """Give up the tasks running longer than ``task_timeout_seconds`` (if set).
+
+        Their workers are replaced first, then each attempt is reported and handed back (or
+        ended at the attempt limit) by the runner, as a failed attempt.
+        """
         limit = self.settings.task_timeout_seconds
         if limit is None:
             return
         overdue = self._leases.take_overdue(limit)
+        if not overdue:
+            return
+        with self._workers_lock:
+            self._replaced += len(overdue)
+        for _ in overdue:
+            self._start_worker()
         for message in overdue:
             logger.error(
                 "[%s] message %s (attempt %d) has run for more than %g s (task_timeout): "
-                "giving it up; its lease is released for another attempt and a new worker "
-                "takes this one's place",
+                "given up; a new worker took this one's place",
                 self.name,
                 message.id,
                 message.attempt,
                 limit,
             )
-        if overdue:
-            self._release(overdue)
-            with self._workers_lock:
-                self._replaced += len(overdue)
-            for _ in overdue:
-                self._start_worker()
+            self.runner.timed_out(message, limit)
 
     # -- workers -------------------------------------------------------------------------
 

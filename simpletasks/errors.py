@@ -58,6 +58,15 @@ class TaskFailed(SimpleTasksError):
     """A task's ``execute`` returned a result with ``success=False``."""
 
 
+class TaskTimedOut(SimpleTasksError):
+    """A task was still running after the daemon's ``task_timeout_seconds``.
+
+    Not raised in the task: the daemon gives the attempt up from outside (its cancel flag is
+    set, a new worker takes the stuck one's place) and reports it under this name, phase
+    ``timeout``, like any other failed attempt.
+    """
+
+
 class TaskExited(SimpleTasksError):
     """A task hook raised ``SystemExit`` (``sys.exit()``) or ``KeyboardInterrupt``.
 

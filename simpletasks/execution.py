@@ -26,6 +26,7 @@ from simpletasks.errors import (
     TaskCancelled,
     TaskExited,
     TaskFailed,
+    TaskTimedOut,
 )
 from simpletasks.leases import LeaseKeeper
 from simpletasks.message import TaskMessage
@@ -33,7 +34,7 @@ from simpletasks.middleware import MiddlewareChain
 from simpletasks.outbox import Outbox, Targets
 from simpletasks.queues import Message, QueueService
 from simpletasks.registry import TaskRegistry
-from simpletasks.reports import DoneReport
+from simpletasks.reports import DoneReport, ErrorReport
 from simpletasks.settings import DaemonSettings
 from simpletasks.stats import RunStats
 from simpletasks.task import DaemonTask, Result
@@ -360,26 +361,75 @@ class MessageRunner:
                 report.error_type,
                 exc,
             )
-        written = True
-        if self.targets.error_queue is not None:
-            if final:
-                body = self.outbox.encode_final(report, message)
-            else:  # a retry stays on its queue anyway
-                body = self.outbox.encode(report, self.targets.error_queue)
-            written = body is not None and self.outbox.send(
-                self.targets.error_queue, [body], message
-            )
-        if final and written and self.targets.error_queue is not None:
+        if final and self._write(report, message):
             self.leases.ack(message)
             self.stats.add(dead_lettered=1)
             self.middleware.emit("on_dead_lettered", task, message, report)
         else:
+            if not final:
+                self._write(report, message)
             self._retry_later(message)
             self.middleware.emit("on_retried", task, message, report)
+
+    def timed_out(self, message: Message, seconds: float) -> None:
+        """Report a message the daemon gave up after ``seconds`` (``task_timeout_seconds``).
+
+        Its lease is already settled and its worker replaced; whatever its task returns later
+        is dropped. Like any failed attempt it is reported on the error queue and handed back
+        after the retry delay; at the attempt limit the report is final and the message is
+        deleted (if the report could be written; else it is handed back too).
+        """
+        try:
+            parsed: TaskMessage | None = TaskMessage.from_json(message.body)
+        except MessageError:  # it got past parsing once: only a changed registry gets here
+            parsed = None
+        limit = self.settings.max_attempts
+        final = limit is not None and message.attempt >= limit
+        exc = TaskTimedOut(
+            f"still running after {seconds:g} s (task_timeout_seconds): given up, its worker "
+            "replaced; a result it returns later is dropped"
+        )
+        report = self.outbox.error_report(
+            message, parsed, "timeout", type(exc).__name__, str(exc), "", final=final
+        )
+        if final and self._write(report, message):
+            try:
+                self.queue.ack(message)
+            except Exception as exc:  # it comes back once more and is reported as over limit
+                logger.warning(
+                    "[%s] could not delete timed-out message %s: %s", self.name, message.id, exc
+                )
+            self.stats.add(dead_lettered=1)
+            self.middleware.emit("on_dead_lettered", None, message, report)
+            return
+        if not final:
+            self._write(report, message)
+        self._hand_back(message)
+        self.middleware.emit("on_retried", None, message, report)
+
+    def _write(self, report: ErrorReport, message: Message) -> bool:
+        """Send ``report`` to the error queue; whether it was written (``False`` without one).
+
+        A final report is encoded to fit its queue even if that means keeping the message in
+        the bucket (:meth:`Outbox.encode_final`); a retry's report may drop the body, since
+        the message stays on its queue anyway.
+        """
+        error_queue = self.targets.error_queue
+        if error_queue is None:
+            return False
+        if report.final:
+            body = self.outbox.encode_final(report, message)
+        else:
+            body = self.outbox.encode(report, error_queue)
+        return body is not None and self.outbox.send(error_queue, [body], message)
 
     def _retry_later(self, message: Message) -> None:
         if not self.leases.settle(message):
             return  # already released by stop()
+        self._hand_back(message)
+
+    def _hand_back(self, message: Message) -> None:
+        """Make ``message`` (no longer held) visible again after the retry delay."""
         delay = self.settings.retry_delay(message.attempt)
         if self._max_lease is not None:
             delay = min(delay, self._max_lease)

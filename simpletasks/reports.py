@@ -137,7 +137,9 @@ class ErrorReport(_Common):
         message_id: The queue's id of the message.
         body: The original message, parsed if it was JSON, else the raw text.
         phase: ``parse`` (malformed message), ``receive`` (too many attempts already),
-            ``prepare``, ``execute`` or ``finalize``.
+            ``prepare``, ``execute``, ``finalize``, ``followups`` (the task's follow-ups
+            could not be sent), ``skipped`` (deleted unrun: its job was cancelled) or
+            ``timeout`` (still running after ``task_timeout_seconds``).
         error_type: The exception's class name.
         error_message: ``str(exception)``.
         traceback: The formatted traceback ("" for malformed messages).

@@ -32,9 +32,11 @@ class DaemonSettings:
         burst: Exit once the queue is drained instead of waiting for work.
         max_tasks: Exit after receiving this many messages (None = no limit).
         task_timeout_seconds: A task still running after this long is given up: its cancel
-            flag is set, its lease is released so the message is delivered again (another
-            attempt), and a new worker thread takes the stuck one's place; whatever the stuck
-            task returns later is dropped. ``None`` (default): tasks may run for ever.
+            flag is set, a new worker thread takes the stuck one's place, and the attempt is
+            a failure like any other (error report of phase ``timeout``, type
+            ``TaskTimedOut``; retried after the retry delay, final at ``max_attempts``);
+            whatever the stuck task returns later is dropped. ``None`` (default): tasks may
+            run for ever.
     """
 
     concurrency: int = 1

@@ -132,6 +132,17 @@ class StuckTask(DaemonTask):
         SEEN.append({"finalized": self.context.attempt})
 
 
+class HangingTask(DaemonTask):
+    """Blocks (ignoring its cancel flag) until STUCK is set, on every attempt."""
+
+    name = "HANGING"
+
+    def execute(self, datasource: object) -> Result:
+        SEEN.append({"hanging_attempt": self.context.attempt})
+        STUCK.wait(10)
+        return Result(success=True)
+
+
 def body(name: str, payload: Any = None, *, job: str | None = None, task_id: int = 1) -> str:
     return TaskMessage(BasicInfo(task_id, name, "d"), payload, job).to_json()
 
@@ -149,11 +160,12 @@ def daemon(**kwargs: Any) -> DaemonService:
     registry = TaskRegistry()
     for cls in (ContextTask, SpawnTask, PermanentTask, LongTask, ExitingTask, StuckTask):
         registry.register(cls)
+    registry.register(HangingTask)
     settings = DaemonSettings(**{**FAST, **kwargs.pop("settings", {})})  # type: ignore[arg-type]
+    kwargs.setdefault("error_queue", open_queue("mem://errors"))
     return DaemonService(
         queue=open_queue("mem://tasks"),
         registry=registry,
-        error_queue=open_queue("mem://errors"),
         done_queue=open_queue("mem://done"),
         settings=settings,
         **kwargs,
@@ -337,18 +349,65 @@ def test_a_task_past_its_timeout_is_given_up_and_a_new_worker_goes_on() -> None:
     try:
         assert not runner.is_alive(), "the daemon waited for the stuck task"
         # the other four ran on the replacement worker, and attempt 2 of the stuck one too
-        assert (d.stats.succeeded, d.stats.released) == (5, 1)
+        assert (d.stats.succeeded, d.stats.retried, d.stats.released) == (5, 1, 0)
         attempts = [s["stuck_attempt"] for s in SEEN if "stuck_attempt" in s]
         assert attempts == [1, 2] and {"finalized": 2} in SEEN and {"finalized": 1} not in SEEN
         counts = open_queue("mem://tasks").counts()
         assert (counts.visible, counts.in_flight) == (0, 0)
-        assert drain("mem://errors") == []
+        # the timed-out attempt is reported like any failed attempt
+        (report,) = drain("mem://errors")
+        assert (report["phase"], report["error_type"], report["final"]) == (
+            "timeout",
+            "TaskTimedOut",
+            False,
+        )
+        assert (report["task_id"], report["attempt"], report["max_attempts"]) == (1, 1, 3)
+        assert "still running after 0.5 s (task_timeout_seconds)" in report["error_message"]
     finally:
         STUCK.set()  # let the stuck thread return: its result must be dropped, not published
     stuck_thread = next(s["thread"] for s in SEEN if s.get("stuck_attempt") == 1)
     stuck_thread.join(5)
     assert not stuck_thread.is_alive()  # it ended instead of taking more work
     assert {"finalized": 1} not in SEEN and len(drain("mem://done")) == 5
+
+
+@pytest.mark.parametrize("error_queue", [True, False])
+def test_a_task_timing_out_at_its_last_attempt_is_final(error_queue: bool) -> None:
+    """The last attempt's timeout ends the message with a final report at once (it used to
+    come back once more and be reported as "delivered 3 times"); without an error queue the
+    message stays on its queue for the queue's own redrive policy, as other failures do."""
+    STUCK.clear()
+    open_queue("mem://tasks").send_batch([body("HANGING", task_id=7), body("CTX", task_id=8)])
+    settings = {"task_timeout_seconds": 0.3, "concurrency": 1, "max_attempts": 2}
+    if not error_queue:  # the last attempt goes back after a delay: the test stops the daemon
+        settings["retry_delay_seconds"] = 0.2
+    d = daemon(settings=settings, error_queue=open_queue("mem://errors") if error_queue else None)
+    runner = threading.Thread(target=d.run, daemon=True)
+    runner.start()
+    try:
+        if error_queue:
+            runner.join(8)
+            assert not runner.is_alive(), "the daemon waited for the hanging task"
+            assert (d.stats.succeeded, d.stats.retried, d.stats.dead_lettered) == (1, 1, 1)
+            reports = drain("mem://errors")
+            assert [(r["phase"], r["attempt"], r["final"]) for r in reports] == [
+                ("timeout", 1, False),
+                ("timeout", 2, True),
+            ]
+            counts = open_queue("mem://tasks").counts()
+            assert (counts.visible, counts.in_flight) == (0, 0)  # deleted with its report
+        else:
+            deadline = time.monotonic() + 8
+            while d.stats.retried < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert d.stats.retried >= 2 and d.stats.dead_lettered == 0
+            d.stop()
+            runner.join(8)
+            counts = open_queue("mem://tasks").counts()
+            assert counts.visible + counts.in_flight == 1  # kept: nowhere to report it
+    finally:
+        STUCK.set()
+    assert [s["hanging_attempt"] for s in SEEN if "hanging_attempt" in s] == [1, 2]
 
 
 def test_task_timeout_must_be_positive() -> None:
