@@ -174,9 +174,9 @@ def demo(
 )
 def score(files: tuple[str, ...], config_path: str | None) -> None:
     """Print the features, score and tier of local image files (nothing is stored)."""
-    from simpletasks.tasks.tiering.config import load_config
-    from simpletasks.tasks.tiering.features import check_features, load_extractor
-    from simpletasks.tasks.tiering.images import ImageRejected, read_image, to_unit_float
+    from simpletasks.tasks.tiering.config import MIN_SIDE, load_config
+    from simpletasks.tasks.tiering.features import image_features, load_extractor
+    from simpletasks.tasks.tiering.images import ImageRejected, read_image, scorable
     from simpletasks.tasks.tiering.policy import DEFAULT_POLICY, TierPolicy
     from simpletasks.tasks.tiering.score import checked_score, load_score
 
@@ -187,11 +187,12 @@ def score(files: tuple[str, ...], config_path: str | None) -> None:
         {"feature": config.score_feature, "k": config.k, "x0": config.x0} if config else {}
     )
     fn = load_score(config.score_function if config else None, **kwargs)
+    min_side = config.min_side if config else MIN_SIDE
     failed = 0
     for name in files:
-        try:
-            pixels = read_image(name).pixels
-            features = check_features(extractor.extract(to_unit_float(pixels)), extractor.names)
+        try:  # the worker's own checks: what it would reject is rejected here too
+            loaded = read_image(name)
+            features = image_features(extractor, scorable(loaded, min_side), loaded.pages)
         except ImageRejected as exc:
             echo(f"{name}: rejected: {exc}")
             failed += 1

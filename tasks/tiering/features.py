@@ -107,4 +107,23 @@ def check_features(values: dict[str, Any], names: tuple[str, ...]) -> dict[str, 
     return out
 
 
-__all__ = ["DefaultFeatures", "FeatureExtractor", "check_features", "load_extractor", "load_object"]
+def image_features(extractor: Any, unit: np.ndarray, pages: int = 1) -> dict[str, float]:
+    """The checked features of one image in [0, 1], with ``pages`` for a multi-page file.
+
+    Raises:
+        ValueError: As :func:`check_features`.
+    """
+    features = check_features(extractor.extract(unit), tuple(extractor.names))
+    if pages > 1:
+        features["pages"] = float(pages)
+    return features
+
+
+__all__ = [
+    "DefaultFeatures",
+    "FeatureExtractor",
+    "check_features",
+    "image_features",
+    "load_extractor",
+    "load_object",
+]

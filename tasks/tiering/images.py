@@ -8,7 +8,9 @@ the PNG it is, and a file that is no image we read is rejected whatever its name
   several series) is scored on its **first page only**; :func:`read_image` reports how many
   pages the file had, and the tiering task records it (feature ``pages``).
 - Colour images (RGB/RGBA, or a TIFF page whose last axis has 3 or 4 samples) become grey as
-  the mean of their colour channels (alpha dropped), as CellProfiler's "grayscale" loading does.
+  the mean of their colour channels (alpha dropped) after scaling to [0, 1] by their dtype,
+  as CellProfiler's "grayscale" loading does: so an RGB image and the grey image of the same
+  values give the same features.
 
 Anything that cannot be read as a non-empty 2-D image raises :class:`ImageRejected`, a
 :class:`~simpletasks.errors.PermanentFailure`: retrying cannot fix the file.
@@ -43,7 +45,8 @@ class ImageRejected(PermanentFailure):
 
 @dataclass(frozen=True)
 class LoadedImage:
-    """A decoded image: the 2-D pixels in their stored dtype, and what the file held."""
+    """A decoded image: the 2-D pixels in their stored dtype (float64 in [0, 1] for colour
+    images), and what the file held."""
 
     pixels: np.ndarray
     format: str
@@ -118,8 +121,8 @@ def _read_tiff(data: bytes) -> tuple[np.ndarray, int]:
 def _to_grey(arr: np.ndarray, name: str) -> np.ndarray:
     while arr.ndim > 2 and 1 in arr.shape:  # drop singleton page/sample axes, keep 1x1
         arr = np.squeeze(arr, axis=arr.shape.index(1))
-    if arr.ndim == 3 and arr.shape[-1] in (3, 4):
-        arr = arr[..., :3].astype(np.float64).mean(axis=-1)
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.dtype.kind in "biuf":
+        arr = to_unit_float(arr[..., :3]).mean(axis=-1)  # scaled first: the dtype goes
     if arr.ndim != 2:
         raise ImageRejected(f"expected a 2-D greyscale or RGB image, got shape {arr.shape}")
     if arr.dtype.kind not in "biuf":
@@ -142,4 +145,33 @@ def to_unit_float(pixels: np.ndarray) -> np.ndarray:
     return pixels.astype(np.float64, copy=False)
 
 
-__all__ = ["ImageRejected", "LoadedImage", "read_image", "sniff_format", "to_unit_float"]
+def scorable(loaded: LoadedImage, min_side: int) -> np.ndarray:
+    """The pixels of ``loaded`` in [0, 1] (:func:`to_unit_float`), if its focus can be scored.
+
+    Raises:
+        ImageRejected: If its short side is under ``min_side`` pixels, or every pixel is the
+            same (no focus to measure: PLLS would be 0, which scores as sharp).
+    """
+    pixels = loaded.pixels
+    height, width = pixels.shape
+    if min(height, width) < min_side:
+        raise ImageRejected(
+            f"image is {width}x{height}; PLLS needs at least {min_side} pixels "
+            "on the short side (CellProfiler gives 0 below 32, which would score high)"
+        )
+    if not pixels.max() > pixels.min():
+        raise ImageRejected(
+            f"constant image (every pixel {pixels.flat[0].item()!r}): it has no focus; "
+            "PLLS would be 0, which the default score files in tier A"
+        )
+    return to_unit_float(pixels)
+
+
+__all__ = [
+    "ImageRejected",
+    "LoadedImage",
+    "read_image",
+    "scorable",
+    "sniff_format",
+    "to_unit_float",
+]

@@ -50,8 +50,8 @@ from simpletasks.task import DaemonTask, Result
 from simpletasks.tasks.tiering import move
 from simpletasks.tasks.tiering.config import TierConfig, load_config
 from simpletasks.tasks.tiering.db import FeaturesDB, ImageRecord
-from simpletasks.tasks.tiering.features import check_features, load_extractor
-from simpletasks.tasks.tiering.images import ImageRejected, read_image, to_unit_float
+from simpletasks.tasks.tiering.features import image_features, load_extractor
+from simpletasks.tasks.tiering.images import ImageRejected, read_image, scorable
 from simpletasks.tasks.tiering.score import checked_score, load_score
 from simpletasks.tasks.tiering.tiers import BucketOpener, TierTargets
 
@@ -307,23 +307,10 @@ class HasteTierTask(DaemonTask):
     ) -> Scored:
         with _timed(self.stats, "decode"):
             loaded = read_image(path)
-            pixels = loaded.pixels
-            height, width = pixels.shape
-            if min(height, width) < config.min_side:
-                raise ImageRejected(
-                    f"image is {width}x{height}; PLLS needs at least {config.min_side} pixels "
-                    "on the short side (CellProfiler gives 0 below 32, which would score high)"
-                )
-            if not pixels.max() > pixels.min():
-                raise ImageRejected(
-                    f"constant image (every pixel {pixels.flat[0].item()!r}): it has no focus; "
-                    "PLLS would be 0, which the default score files in tier A"
-                )
-            unit = to_unit_float(pixels)
+            height, width = loaded.pixels.shape
+            unit = scorable(loaded, config.min_side)
         with _timed(self.stats, "features"):
-            features = check_features(extractor.extract(unit), tuple(extractor.names))
-            if loaded.pages > 1:
-                features["pages"] = float(loaded.pages)
+            features = image_features(extractor, unit, loaded.pages)
             score = checked_score(score_fn, features)
             tier = config.policy.tier_for(score)
         return Scored(

@@ -7,6 +7,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
@@ -87,6 +88,24 @@ def test_score_local_files(tmp_path: Path) -> None:
     assert out.exit_code == 1
     assert "a.png: plls=" in out.output and "tier=A" in out.output
     assert "b.png: rejected: not a PNG" in out.output
+
+
+def test_score_rejects_what_the_worker_rejects_and_reads_colour_like_grey(tmp_path: Path) -> None:
+    """`tier score` used to print tier A for a constant or tiny image (the worker rejects
+    them) and 0-255 means for a colour one."""
+    grey = cell_image((128, 128), seed=3, dtype=np.uint8)
+    good = write_image(tmp_path / "grey.png", grey)
+    Image.fromarray(np.stack([grey] * 3, axis=-1), "RGB").save(tmp_path / "colour.png")
+    write_image(tmp_path / "flat.png", np.full((64, 64), 9, dtype=np.uint8))
+    write_image(tmp_path / "tiny.png", cell_image((16, 64), seed=1))
+    names = [good, tmp_path / "colour.png", tmp_path / "flat.png", tmp_path / "tiny.png"]
+    out = CliRunner().invoke(tier, ["score", *map(str, names)])
+    assert out.exit_code == 1 and "2 of 4 file(s) rejected" in out.output
+    lines = dict(line.split(": ", 1) for line in out.output.splitlines() if ": " in line)
+    assert lines[str(tmp_path / "colour.png")] == lines[str(good)]
+    assert "mean=0." in lines[str(good)]
+    assert lines[str(tmp_path / "flat.png")].startswith("rejected: constant image")
+    assert lines[str(tmp_path / "tiny.png")].startswith("rejected: image is 64x16")
 
 
 def test_schedule_from_a_bucket_listing(tmp_path: Path) -> None:

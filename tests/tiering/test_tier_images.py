@@ -10,7 +10,8 @@ import tifffile
 from PIL import Image
 
 from simpletasks.errors import PermanentFailure
-from simpletasks.tasks.tiering.images import ImageRejected, read_image, to_unit_float
+from simpletasks.tasks.tiering.features import DefaultFeatures, image_features
+from simpletasks.tasks.tiering.images import ImageRejected, read_image, scorable, to_unit_float
 from simpletasks.tasks.tiering.synthetic import cell_image, write_image
 
 
@@ -46,10 +47,48 @@ def test_multipage_tiff_scores_the_first_page_and_counts_pages(tmp_path: Path) -
     np.testing.assert_array_equal(loaded.pixels, pages[0])
 
 
-def test_rgb_becomes_the_mean_of_its_channels(tmp_path: Path) -> None:
+def test_rgb_becomes_the_mean_of_its_channels_scaled_to_unit(tmp_path: Path) -> None:
     rgb = np.random.default_rng(0).integers(0, 256, (32, 32, 3)).astype(np.uint8)
     Image.fromarray(rgb).save(tmp_path / "c.png")
-    np.testing.assert_allclose(read_image(tmp_path / "c.png").pixels, rgb.mean(axis=-1))
+    np.testing.assert_allclose(read_image(tmp_path / "c.png").pixels, rgb.mean(axis=-1) / 255)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "mode", "suffix"),
+    [(np.uint8, "RGB", ".png"), (np.uint8, "RGBA", ".png"), (np.uint16, "RGB", ".tif")],
+)
+def test_a_colour_image_scores_as_its_grey_twin(
+    tmp_path: Path, dtype: type, mode: str, suffix: str
+) -> None:
+    """A colour image whose channels all hold the grey image's values gets the grey image's
+    features, score and tier (its mean, std and saturation were in 0-255 units before)."""
+    grey = cell_image((64, 64), seed=2, dtype=dtype)
+    grey[:4, :4] = np.iinfo(dtype).max  # a few saturated pixels
+    channels = [grey] * 3 + ([np.full_like(grey, 7)] if mode == "RGBA" else [])
+    colour = np.stack(channels, axis=-1)
+    if suffix == ".png":
+        Image.fromarray(colour, mode).save(tmp_path / f"c{suffix}")
+    else:
+        tifffile.imwrite(tmp_path / f"c{suffix}", colour, photometric="rgb")
+    extractor = DefaultFeatures()
+    grey_path = write_image(tmp_path / "g.png", grey)
+    twin = image_features(extractor, scorable(read_image(grey_path), 32))
+    got = image_features(extractor, scorable(read_image(tmp_path / f"c{suffix}"), 32))
+    assert got.keys() == twin.keys()
+    for name in got:
+        assert got[name] == pytest.approx(twin[name], rel=1e-9, abs=1e-12), name
+    assert 0 < got["saturated"] < 0.01 and 0 < got["mean"] < 1
+
+
+def test_scorable_rejects_small_and_constant_images() -> None:
+    from simpletasks.tasks.tiering.images import LoadedImage
+
+    with pytest.raises(ImageRejected, match="image is 40x31; PLLS needs at least 32"):
+        scorable(LoadedImage(np.arange(31 * 40, dtype=np.uint16).reshape(31, 40), "png"), 32)
+    with pytest.raises(ImageRejected, match="constant image"):
+        scorable(LoadedImage(np.full((64, 64), 0.5), "tiff"), 32)
+    unit = scorable(LoadedImage(np.array([[0, 255], [255, 0]], dtype=np.uint8), "png"), 2)
+    np.testing.assert_array_equal(unit, [[0.0, 1.0], [1.0, 0.0]])
 
 
 def test_wrong_extension_is_read_by_content(tmp_path: Path) -> None:
