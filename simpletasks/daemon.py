@@ -125,6 +125,7 @@ class DaemonService:
         self._replaced = 0  # workers started in place of ones stuck in a timed-out task
         self._worker_numbers = itertools.count()  # unique thread names, replacements too
         self._last_received = 0  # size of the last non-empty receive (the loop's own)
+        self.stop_reason: str | None = None  # set when the daemon stopped itself
         self.runner = MessageRunner(
             name=name,
             queue=queue,
@@ -219,8 +220,9 @@ class DaemonService:
         workers = list(self._workers)
         for _ in workers:
             self._work.put(None)
+        deadline = time.monotonic() + 1.0  # in all: a worker stuck in a given-up task stays
         for worker in workers:
-            worker.join(1.0)
+            worker.join(max(0.0, deadline - time.monotonic()))
         self._leases.stop_threads()
         self.stats.seconds = time.monotonic() - started
         logger.info("[%s] daemon done: %s", self.name, self.stats)
@@ -400,9 +402,12 @@ class DaemonService:
         """Give up the tasks running longer than ``task_timeout_seconds`` (if set).
 
         Their workers are replaced first, then each attempt is reported and handed back (or
-        ended at the attempt limit) by the runner, as a failed attempt.
+        ended at the attempt limit) by the runner, as a failed attempt. Once
+        ``max_stuck_tasks`` given-up tasks still hold their threads, the daemon stops instead
+        of replacing them (:attr:`stop_reason`).
         """
-        limit = self.settings.task_timeout_seconds
+        s = self.settings
+        limit = s.task_timeout_seconds
         if limit is None:
             return
         overdue = self._leases.take_overdue(limit)
@@ -410,18 +415,30 @@ class DaemonService:
             return
         with self._workers_lock:
             self._replaced += len(overdue)
-        for _ in overdue:
-            self._start_worker()
+            stuck = self._replaced
+        too_many = s.max_stuck_tasks is not None and stuck >= s.max_stuck_tasks
+        if not too_many:
+            for _ in overdue:
+                self._start_worker()
         for message in overdue:
             logger.error(
                 "[%s] message %s (attempt %d) has run for more than %g s (task_timeout): "
-                "given up; a new worker took this one's place",
+                "given up%s",
                 self.name,
                 message.id,
                 message.attempt,
                 limit,
+                "" if too_many else "; a new worker took this one's place",
             )
             self.runner.timed_out(message, limit)
+        if too_many and not self._stopping.is_set():
+            self.stop_reason = (
+                f"{stuck} task(s) given up after task_timeout_seconds={limit:g} are still "
+                f"running on their threads (max_stuck_tasks={s.max_stuck_tasks}); Python "
+                "cannot kill a thread: restart the process to free them"
+            )
+            logger.error("[%s] stopping: %s", self.name, self.stop_reason)
+            self.stop()
 
     # -- workers -------------------------------------------------------------------------
 

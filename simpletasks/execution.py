@@ -314,10 +314,10 @@ class MessageRunner:
         return bodies
 
     def _given_up(self, task: DaemonTask, message: Message) -> None:
-        """The daemon released ``message`` after the grace period: publish nothing."""
+        """The daemon gave ``message`` up (grace period over, or task_timeout): publish nothing."""
         logger.warning(
-            "[%s] %r finished after it was given up; its result is dropped (the message was "
-            "released and will run again)",
+            "[%s] %r finished after it was given up; its result is dropped (its message was "
+            "handed back for another attempt, or reported)",
             self.name,
             task,
         )

@@ -37,6 +37,11 @@ class DaemonSettings:
             ``TaskTimedOut``; retried after the retry delay, final at ``max_attempts``);
             whatever the stuck task returns later is dropped. ``None`` (default): tasks may
             run for ever.
+        max_stuck_tasks: With ``task_timeout_seconds``: once this many given-up tasks are
+            still running on their threads, the daemon stops (as on SIGTERM) and
+            :attr:`DaemonService.stop_reason` says why, so that a supervisor can restart the
+            process and free them (Python threads cannot be killed; ``simpletasks run``
+            exits 1). ``None`` (default): no limit.
     """
 
     concurrency: int = 1
@@ -51,6 +56,7 @@ class DaemonSettings:
     burst: bool = False
     max_tasks: int | None = None
     task_timeout_seconds: float | None = None
+    max_stuck_tasks: int | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -66,6 +72,14 @@ class DaemonSettings:
             (
                 self.task_timeout_seconds is None or self.task_timeout_seconds > 0,
                 "task_timeout_seconds must be > 0",
+            ),
+            (
+                self.max_stuck_tasks is None or self.max_stuck_tasks >= 1,
+                "max_stuck_tasks must be >= 1",
+            ),
+            (
+                self.max_stuck_tasks is None or self.task_timeout_seconds is not None,
+                "max_stuck_tasks needs task_timeout_seconds (only timed-out tasks get stuck)",
             ),
         ]
         for ok, text in checks:

@@ -255,8 +255,19 @@ def build_datasource(
     type=click.FloatRange(min=0, min_open=True),
     show_envvar=True,
     envvar=env_name("TASK_TIMEOUT_SECONDS"),
-    help="Give up a task still running after this many seconds: its message goes back for "
-    "another attempt and a new worker takes the stuck one's place [default: no limit].",
+    help="Give up a task still running after this many seconds: a failed attempt (phase "
+    "timeout), retried as any other; a new worker takes the stuck one's place "
+    "[default: no limit].",
+)
+@click.option(
+    "--max-stuck-tasks",
+    "max_stuck_tasks",
+    type=click.IntRange(min=1),
+    show_envvar=True,
+    envvar=env_name("MAX_STUCK_TASKS"),
+    help="With --task-timeout: stop and exit 1 once this many given-up tasks are still "
+    "running on their threads, for a supervisor to restart the process and free them "
+    "[default: no limit].",
 )
 @click.option(
     "--burst",
@@ -368,6 +379,7 @@ def run(
     retry_delay: float,
     grace_seconds: float,
     task_timeout: float | None,
+    max_stuck_tasks: int | None,
     burst: bool,
     skip_cancelled: bool,
     report_starts: bool,
@@ -419,6 +431,7 @@ def run(
             burst=burst,
             max_tasks=max_tasks,
             task_timeout_seconds=task_timeout,
+            max_stuck_tasks=max_stuck_tasks,
         )
         registry = build_registry(task_paths)  # puts the current directory on the path
         extras = _extras(followup_url, middleware_paths)
@@ -453,6 +466,8 @@ def run(
     if isinstance(summary.get("seconds"), float):
         summary["seconds"] = round(summary["seconds"], 1)
     click.echo(json.dumps(summary))  # for scripts; the daemon logs the same in words
+    if daemon.stop_reason:
+        raise click.ClickException(daemon.stop_reason)
     failed = failed_for_good(stats)
     if failed and (burst or max_tasks):
         raise click.ClickException(

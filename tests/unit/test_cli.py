@@ -264,3 +264,27 @@ def test_run_task_timeout_gives_up_a_task_that_always_hangs(
     ]
     assert "still running after 0.5 s (task_timeout_seconds)" in reports[1]["error_message"]
     assert queue.counts().visible + queue.counts().in_flight == 0
+
+
+def test_run_max_stuck_tasks_stops_the_daemon_with_exit_1(
+    urls: dict[str, str], tmp_path: Path
+) -> None:
+    log = str(tmp_path / "sleep.log")
+    queue = open_queue(urls["queue"])
+    hangs = {"basic_info": {"id": 1, "name": "SLEEP"}, "payload_info": {"seconds": 3, "log": log}}
+    queue.send_batch([json.dumps(hangs)])
+    common = (
+        "run", "--queue", urls["queue"], "--error-queue", urls["errors"], "--bucket",
+        urls["bucket"], "--cache-dir", urls["cache"], "--task", "tasktypes:SleepTask",
+        "--wait", "0", "--grace", "0",
+    )  # fmt: skip
+    result = invoke(*common, "--max-stuck-tasks", "1")
+    assert result.exit_code == 1
+    assert "max_stuck_tasks needs task_timeout_seconds" in result.output
+    result = invoke(*common, "--task-timeout", "0.3", "--max-stuck-tasks", "1")
+    assert result.exit_code == 1, result.output
+    assert "1 task(s) given up after task_timeout_seconds=0.3 are still running" in result.output
+    assert "restart the process" in result.output and "Traceback" not in result.output
+    report = json.loads(open_queue(urls["errors"]).receive(10)[0].body)
+    assert (report["phase"], report["final"]) == ("timeout", False)
+    assert queue.counts().visible + queue.counts().in_flight == 1  # kept for another attempt

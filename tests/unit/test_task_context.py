@@ -413,6 +413,48 @@ def test_a_task_timing_out_at_its_last_attempt_is_final(error_queue: bool) -> No
 def test_task_timeout_must_be_positive() -> None:
     with pytest.raises(ConfigError, match="task_timeout_seconds must be > 0"):
         DaemonSettings(task_timeout_seconds=0)
+    with pytest.raises(ConfigError, match="max_stuck_tasks must be >= 1"):
+        DaemonSettings(task_timeout_seconds=1, max_stuck_tasks=0)
+    with pytest.raises(ConfigError, match="max_stuck_tasks needs task_timeout_seconds"):
+        DaemonSettings(max_stuck_tasks=2)
+
+
+def test_the_daemon_stops_when_too_many_given_up_tasks_hold_their_threads() -> None:
+    """Every timed-out task leaves its thread behind until it returns; a daemon fed tasks that
+    hang for good would grow threads (and what they hold) without end. At max_stuck_tasks it
+    stops as on SIGTERM and says why; what it did not run stays on the queue."""
+    STUCK.clear()
+    open_queue("mem://tasks").send_batch(
+        [body("HANGING", task_id=i) for i in range(1, 4)] + [body("CTX", task_id=9)]
+    )
+    d = daemon(
+        settings={
+            "task_timeout_seconds": 0.2,
+            "max_stuck_tasks": 2,
+            "concurrency": 1,
+            "max_attempts": 5,
+            "burst": False,
+            "grace_seconds": 0.5,
+        }
+    )
+    runner = threading.Thread(target=d.run, daemon=True)
+    runner.start()
+    try:
+        runner.join(8)
+        assert not runner.is_alive(), "the daemon did not stop itself"
+        assert d.stop_reason is not None
+        assert "2 task(s) given up after task_timeout_seconds=0.2 are still running" in (
+            d.stop_reason
+        )
+        assert "restart the process" in d.stop_reason
+        assert d.stats.retried == 2 and d.stats.dead_lettered == 0
+        hung = [s["hanging_attempt"] for s in SEEN if "hanging_attempt" in s]
+        assert len(hung) == 2  # no worker replaced the second: nothing else ran after it
+        tasks = open_queue("mem://tasks")
+        counts = tasks.counts()
+        assert counts.visible + counts.in_flight == 4 - d.stats.succeeded  # nothing lost
+    finally:
+        STUCK.set()
 
 
 def test_permanent_failure_is_final_at_once_and_other_work_goes_on() -> None:
