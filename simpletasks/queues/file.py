@@ -10,7 +10,10 @@ exist, or be created with ``create=True``)::
 Every state change is one ``os.rename``/``os.unlink``/``os.utime`` of a path, which the
 filesystem does atomically, so no locks are needed:
 
-* **send** writes ``tmp/<id>.json`` and renames it into ``queue/``.
+* **send** writes ``tmp/<id>.json``, flushes it to disk (``fsync``) and renames it into
+  ``queue/``; the directory is flushed once per call, so a message that ``send`` or
+  ``send_batch`` returned for survives a power cut whole (without the flush, a renamed file
+  can come back empty after one). ~0.3 ms per message on a VM's disk, against ~0.07 ms.
 * **receive** claims a visible message by renaming it into ``leased/`` under a fresh token;
   of two receivers racing for one file, the loser gets ``FileNotFoundError`` and moves on.
   Leases whose expiry has passed are renamed back into ``queue/`` first.
@@ -272,8 +275,9 @@ class FileQueue:
     # sending
 
     def send(self, body: str) -> None:
-        """Enqueue one message."""
+        """Enqueue one message (on disk when this returns)."""
         self._write(check_body(body))
+        self._sync_queue_dir()
 
     def send_batch(self, bodies: Sequence[str]) -> None:
         """Enqueue many messages; all bodies are checked before any is written.
@@ -283,17 +287,20 @@ class FileQueue:
                 failing one are enqueued, it and the rest are listed as failed.
         """
         checked = check_bodies(bodies)
-        for i, body in enumerate(checked):
-            try:
-                self._write(body)
-            except OSError as exc:
-                if i == 0:
-                    raise
-                failures = [(j, type(exc).__name__, str(exc)) for j in range(i, len(checked))]
-                raise BatchError(
-                    f"{self.url}: {i} of {len(checked)} message(s) enqueued, then: {exc}",
-                    failures,
-                ) from exc
+        try:
+            for i, body in enumerate(checked):
+                try:
+                    self._write(body)
+                except OSError as exc:
+                    if i == 0:
+                        raise
+                    failures = [(j, type(exc).__name__, str(exc)) for j in range(i, len(checked))]
+                    raise BatchError(
+                        f"{self.url}: {i} of {len(checked)} message(s) enqueued, then: {exc}",
+                        failures,
+                    ) from exc
+        finally:
+            self._sync_queue_dir()
 
     def _write(self, body: str) -> None:
         message_id = _new_id()
@@ -301,11 +308,26 @@ class FileQueue:
         try:
             with open(tmp, "x", encoding="utf-8") as fh:
                 json.dump({"body": body, "sent_at": time.time()}, fh, ensure_ascii=False)
+                fh.flush()
+                os.fsync(fh.fileno())  # whole on disk before it can be seen
         except BaseException:
             with contextlib.suppress(OSError):  # no half-written file left behind
                 tmp.unlink()
             raise
         os.rename(tmp, self._queue / f"{message_id}{_SEP}0{_SUFFIX}")
+
+    def _sync_queue_dir(self) -> None:
+        """Flush ``queue/`` (the renames into it) to disk; a failure is logged, not raised:
+        the messages are enqueued either way, only their survival of a power cut is in
+        doubt."""
+        try:
+            fd = os.open(self._queue, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            logger.warning("%s: could not flush the queue directory to disk: %s", self.url, exc)
 
     # inspecting
 

@@ -229,3 +229,36 @@ def test_message_type_is_the_shared_one(tmp_path: Path) -> None:
     [message] = queue.receive()
     assert isinstance(message, Message)
     assert repr(queue) == f"FileQueue({queue.url!r})"
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_a_sent_message_is_on_disk_before_it_is_visible(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: bool
+) -> None:
+    """Each message file is fsynced before its rename into queue/, and queue/ after the
+    renames: a renamed file that was never flushed can come back empty after a power cut."""
+    queue = open_queue(f"file://{tmp_path}/q", create=True)
+    events: list[tuple[str, str]] = []
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def rename(src: Any, dst: Any) -> None:
+        events.append(("rename", str(src)))
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
+    if batch:
+        queue.send_batch(["a", "b"])
+    else:
+        queue.send("a")
+    monkeypatch.undo()
+    renames = [i for i, (kind, _) in enumerate(events) if kind == "rename"]
+    assert len(renames) == (2 if batch else 1)
+    for i in renames:
+        assert events[i - 1] == ("fsync", events[i][1]), events  # that very file, just before
+    assert events[-1] == ("fsync", str(tmp_path / "q" / "queue"))
+    assert sorted(m.body for m in queue.receive(10)) == (["a", "b"] if batch else ["a"])
