@@ -217,6 +217,8 @@ class DaemonService:
                 lambda buffered, running: not buffered and not running, timeout=0.2
             ):
                 self._time_out_tasks()
+            if self._stopping.is_set():  # stopped meanwhile (a signal, max_stuck_tasks)
+                self._reaped.wait()
         workers = list(self._workers)
         for _ in workers:
             self._work.put(None)
