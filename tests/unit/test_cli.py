@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -239,20 +240,33 @@ def test_run_skip_cancelled_deletes_the_tasks_of_cancelled_jobs(urls: dict[str, 
     assert (report.phase, report.job_id, report.final) == ("skipped", "job-gone", True)
 
 
+def _sleep_tasks(urls: dict[str, str], log: Path, *seconds: float) -> tuple[Any, tuple[str, ...]]:
+    """Queue SLEEP tasks (ids 1, 2, ...) of ``seconds``; return the queue and `run` args."""
+    queue = open_queue(urls["queue"])
+    queue.send_batch(
+        [
+            json.dumps(
+                {"basic_info": {"id": i, "name": "SLEEP"},
+                 "payload_info": {"seconds": s, "log": str(log)}}
+            )
+            for i, s in enumerate(seconds, 1)
+        ]
+    )  # fmt: skip
+    args = (
+        "run", "--queue", urls["queue"], "--error-queue", urls["errors"], "--bucket",
+        urls["bucket"], "--cache-dir", urls["cache"], "--task", "tasktypes:SleepTask",
+        "--wait", "0",
+    )  # fmt: skip
+    return queue, args
+
+
 def test_run_task_timeout_gives_up_a_task_that_always_hangs(
     urls: dict[str, str], tmp_path: Path
 ) -> None:
-    log = str(tmp_path / "sleep.log")
-    queue = open_queue(urls["queue"])
-    hangs = {"basic_info": {"id": 1, "name": "SLEEP"}, "payload_info": {"seconds": 4, "log": log}}
-    quick = {"basic_info": {"id": 2, "name": "SLEEP"}, "payload_info": {"seconds": 0, "log": log}}
-    queue.send_batch([json.dumps(hangs), json.dumps(quick)])
+    queue, args = _sleep_tasks(urls, tmp_path / "sleep.log", 4, 0)
     result = invoke(
-        "run", "--queue", urls["queue"], "--error-queue", urls["errors"], "--bucket",
-        urls["bucket"], "--cache-dir", urls["cache"], "--task", "tasktypes:SleepTask",
-        "--task-timeout", "0.5", "--max-attempts", "2", "--retry-delay", "0", "--burst",
-        "--wait", "0",
-    )  # fmt: skip
+        *args, "--task-timeout", "0.5", "--max-attempts", "2", "--retry-delay", "0", "--burst"
+    )
     assert result.exit_code == 1, result.output  # one task failed for good
     stats = json.loads(next(x for x in result.output.splitlines() if x.startswith("{")))
     assert (stats["succeeded"], stats["retried"], stats["dead_lettered"]) == (1, 1, 1)
@@ -269,15 +283,8 @@ def test_run_task_timeout_gives_up_a_task_that_always_hangs(
 def test_run_max_stuck_tasks_stops_the_daemon_with_exit_1(
     urls: dict[str, str], tmp_path: Path
 ) -> None:
-    log = str(tmp_path / "sleep.log")
-    queue = open_queue(urls["queue"])
-    hangs = {"basic_info": {"id": 1, "name": "SLEEP"}, "payload_info": {"seconds": 3, "log": log}}
-    queue.send_batch([json.dumps(hangs)])
-    common = (
-        "run", "--queue", urls["queue"], "--error-queue", urls["errors"], "--bucket",
-        urls["bucket"], "--cache-dir", urls["cache"], "--task", "tasktypes:SleepTask",
-        "--wait", "0", "--grace", "0",
-    )  # fmt: skip
+    queue, args = _sleep_tasks(urls, tmp_path / "sleep.log", 3)
+    common = (*args, "--grace", "0")
     result = invoke(*common, "--max-stuck-tasks", "1")
     assert result.exit_code == 1
     assert "max_stuck_tasks needs task_timeout_seconds" in result.output
