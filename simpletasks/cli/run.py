@@ -420,6 +420,11 @@ def run(
             bucket=bucket_url,
         )
         check_urls(queue_url, error_url, done_url, bucket_url, followup_url)
+        if max_stuck_tasks is not None and task_timeout is None:
+            raise click.BadParameter(
+                "needs --task-timeout: only tasks given up after a time limit get stuck",
+                param_hint="--max-stuck-tasks",
+            )
         settings = DaemonSettings(
             concurrency=concurrency,
             lease_seconds=lease_seconds,

@@ -286,8 +286,8 @@ def test_run_max_stuck_tasks_stops_the_daemon_with_exit_1(
     queue, args = _sleep_tasks(urls, tmp_path / "sleep.log", 3)
     common = (*args, "--grace", "0")
     result = invoke(*common, "--max-stuck-tasks", "1")
-    assert result.exit_code == 1
-    assert "max_stuck_tasks needs task_timeout_seconds" in result.output
+    assert result.exit_code == 2
+    assert "--max-stuck-tasks" in result.output and "needs --task-timeout" in result.output
     result = invoke(*common, "--task-timeout", "0.3", "--max-stuck-tasks", "1")
     assert result.exit_code == 1, result.output
     assert "1 task(s) given up after task_timeout_seconds=0.3 are still running" in result.output
