@@ -361,15 +361,7 @@ class MessageRunner:
                 report.error_type,
                 exc,
             )
-        if final and self._write(report, message):
-            self.leases.ack(message)
-            self.stats.add(dead_lettered=1)
-            self.middleware.emit("on_dead_lettered", task, message, report)
-        else:
-            if not final:
-                self._write(report, message)
-            self._retry_later(message)
-            self.middleware.emit("on_retried", task, message, report)
+        self._conclude(task, message, report, held=True)
 
     def timed_out(self, message: Message, seconds: float) -> None:
         """Report a message the daemon gave up after ``seconds`` (``task_timeout_seconds``).
@@ -392,20 +384,37 @@ class MessageRunner:
         report = self.outbox.error_report(
             message, parsed, "timeout", type(exc).__name__, str(exc), "", final=final
         )
-        if final and self._write(report, message):
-            try:
-                self.queue.ack(message)
-            except Exception as exc:  # it comes back once more and is reported as over limit
-                logger.warning(
-                    "[%s] could not delete timed-out message %s: %s", self.name, message.id, exc
-                )
+        self._conclude(None, message, report, held=False)
+
+    def _conclude(
+        self, task: DaemonTask | None, message: Message, report: ErrorReport, *, held: bool
+    ) -> None:
+        """End a failed attempt: a final report written deletes the message; otherwise the
+        report (if not final) is written and the message handed back after the retry delay.
+
+        ``held``: the lease keeper still holds the message (acked and settled through it); a
+        timed-out message was already taken from it and is settled on the queue directly.
+        """
+        if report.final and self._write(report, message):
+            if held:
+                self.leases.ack(message)
+            else:
+                try:
+                    self.queue.ack(message)
+                except Exception as exc:  # it comes back once more, reported as over limit
+                    logger.warning(
+                        "[%s] could not delete message %s: %s", self.name, message.id, exc
+                    )
             self.stats.add(dead_lettered=1)
-            self.middleware.emit("on_dead_lettered", None, message, report)
+            self.middleware.emit("on_dead_lettered", task, message, report)
             return
-        if not final:
+        if not report.final:
             self._write(report, message)
-        self._hand_back(message)
-        self.middleware.emit("on_retried", None, message, report)
+        if held:
+            self._retry_later(message)
+        else:
+            self._hand_back(message)
+        self.middleware.emit("on_retried", task, message, report)
 
     def _write(self, report: ErrorReport, message: Message) -> bool:
         """Send ``report`` to the error queue; whether it was written (``False`` without one).
