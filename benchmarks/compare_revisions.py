@@ -9,17 +9,24 @@ queue with ``--messages`` no-op tasks through that version's ``schedule()`` and 
 version's :class:`~simpletasks.daemon.DaemonService` (burst, ``max_tasks``) until all are
 done. The figure is the median of per-round rate ratios, this checkout over the revision.
 
+``--backend gcs-get`` compares the datasource instead: fake-gcs-server holds ``--objects``
+objects of ``--kb`` KB, and each round fetches all of them with one ``get([...])`` of that
+version's :class:`~simpletasks.datasource.BucketCacheDatasource` (8 threads) into a fresh
+cache; the rate is objects per second.
+
 Usage::
 
     python benchmarks/compare_revisions.py --rev HEAD~3 --backend pubsub --concurrency 1
     python benchmarks/compare_revisions.py --rev main --backend amqp --messages 5000
     python benchmarks/compare_revisions.py --rev HEAD --backend mem --quick   # an A/A run
+    python benchmarks/compare_revisions.py --rev HEAD~1 --backend gcs-get --rounds 12
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import re
 import statistics
 import subprocess
@@ -27,6 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +64,18 @@ def load(package: str) -> dict[str, Any]:
     """The modules of one version and a registry with its no-op task type."""
     mods = {
         name: importlib.import_module(f"{package}.{name}")
-        for name in ("daemon", "registry", "settings", "task", "message", "scheduler", "queues")
+        for name in (
+            "daemon",
+            "registry",
+            "settings",
+            "task",
+            "message",
+            "scheduler",
+            "queues",
+            "cache",
+            "datasource",
+            "buckets.gcs",
+        )
     }
     task_mod = mods["task"]
 
@@ -76,9 +95,20 @@ def load(package: str) -> dict[str, Any]:
 class Server:
     """Opens queues of one backend for either version."""
 
-    def __init__(self, backend: str) -> None:
+    def __init__(self, backend: str, args: argparse.Namespace) -> None:
         self.backend = backend
         self.emulator: Any = None
+        self.keys: list[str] = []
+        if backend == "gcs-get":
+            from simpletasks.emulators.gcs import FakeGcsServer
+
+            self.emulator = FakeGcsServer().__enter__()
+            self.gcs_client = self.emulator.client()
+            raw_bucket = self.gcs_client.create_bucket("cmp")
+            self.keys = [f"small/{i:05d}" for i in range(args.objects)]
+            with ThreadPoolExecutor(8) as pool:
+                data = os.urandom(args.kb * 1000)
+                list(pool.map(lambda k: raw_bucket.blob(k).upload_from_string(data), self.keys))
         if backend == "pubsub":
             from simpletasks.emulators.pubsub import PubSubEmulator
             from simpletasks.queues._pubsub_admin import make_clients
@@ -107,8 +137,26 @@ class Server:
             self.emulator.__exit__(None, None, None)
 
 
+def one_get(server: Server, mods: dict[str, Any]) -> dict[str, float]:
+    """Fetch every object into a fresh cache with one ``get``; objects/s and CPU per object."""
+    bucket = mods["buckets.gcs"].GCSBucket("cmp", client=server.gcs_client)
+    with tempfile.TemporaryDirectory(prefix="simpletasks-cmp-") as root:
+        ds = mods["datasource"].BucketCacheDatasource(
+            bucket, mods["cache"].FileSystemCache(root), max_workers=8
+        )
+        wall, cpu = time.perf_counter(), time.process_time()
+        paths = ds.get(server.keys)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        if len(paths) != len(server.keys) or any(not p.is_file() for p in paths):
+            raise SystemExit(f"{mods['package']}: not every object was fetched")
+    n = len(server.keys)
+    return {"rate": n / wall, "cpu_us_per_task": 1e6 * cpu / n}
+
+
 def one_round(server: Server, mods: dict[str, Any], args: argparse.Namespace) -> dict[str, float]:
     """Fill a fresh queue, run the daemon until every task is done; rate and CPU per task."""
+    if server.backend == "gcs-get":
+        return one_get(server, mods)
     name = f"cmp-{uuid.uuid4().hex[:10]}"
     queue = server.open(mods, name)
     message = mods["message"]
@@ -144,10 +192,12 @@ def one_round(server: Server, mods: dict[str, Any], args: argparse.Namespace) ->
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rev", default="HEAD", help="git revision to compare against")
-    parser.add_argument("--backend", choices=("pubsub", "amqp", "mem"), default="pubsub")
+    parser.add_argument("--backend", choices=("pubsub", "amqp", "mem", "gcs-get"), default="pubsub")
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--messages", type=int, default=10_000, help="tasks per round")
     parser.add_argument("--rounds", type=int, default=8, help="rounds after one warm-up")
+    parser.add_argument("--objects", type=int, default=1000, help="gcs-get: objects per get")
+    parser.add_argument("--kb", type=int, default=10, help="gcs-get: size of each object")
     parser.add_argument("--quick", action="store_true", help="3 rounds of 2,000")
     parser.add_argument("--output", type=Path, help="also write the JSON here")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -164,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         export_revision(args.rev, Path(tmp))
         sys.path.insert(0, tmp)
         versions_under_test = {"this": load("simpletasks"), "rev": load(ALIAS)}
-        server = Server(args.backend)
+        server = Server(args.backend, args)
         samples: dict[str, list[dict[str, float]]] = {"this": [], "rev": []}
         try:
             for r in range(args.rounds + 1):  # round 0 warms the server up
@@ -179,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "compare_revisions",
         "machine": machine_info(),
-        "versions": versions("pika", "google-cloud-pubsub"),
+        "versions": versions("pika", "google-cloud-pubsub", "google-cloud-storage"),
         "parameters": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "this": {
             "rate_median": round(statistics.median(s["rate"] for s in samples["this"]), 1),

@@ -98,6 +98,34 @@ class SlotLocks:
             if fd is not None:
                 os.close(fd)
 
+    @contextmanager
+    def held_many(self, slots: list[int]) -> Iterator[list[int]]:
+        """Hold exclusive locks on as many of ``slots`` as are free now, on one descriptor.
+
+        Never waits (so it cannot deadlock against any other holder); yields the slots it
+        got, in the order given. All are released together when the block ends. Without
+        open-file-description locks (not Linux) it holds nothing and yields ``[]``.
+        """
+        if not _OFD or not slots:
+            yield []
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            got = []
+            for slot in slots:
+                try:
+                    fcntl.fcntl(
+                        fd, fcntl.F_OFD_SETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, slot, 1, 0)
+                    )
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                        raise
+                    continue
+                got.append(slot)
+            yield got
+        finally:
+            os.close(fd)
+
     def _acquire(self, slot: int, exclusive: bool, wait: bool) -> int | None:
         if not _OFD:  # other platforms: flock a stripe file (tests patch _OFD to cover it)
             op = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB)

@@ -45,7 +45,7 @@ import shutil
 import stat
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 
 from simpletasks._flock import SlotLocks
@@ -331,6 +331,7 @@ class FileSystemCache:
         *,
         force: bool = False,
         seen_missing: bool = False,
+        locked: bool = False,
     ) -> Path:
         """Return the path of the entry for ``key``, calling ``fetch(tmp)`` if it is missing.
 
@@ -339,14 +340,17 @@ class FileSystemCache:
         :meth:`lock`, the others wait and find the entry. ``force`` fetches even if present.
         ``seen_missing`` says the caller just saw the entry missing (:meth:`lookup` returned
         False): the lock is taken without looking again first (it is looked for under the
-        lock all the same). Hold :meth:`pin` around this call and the file's use to keep it
-        from eviction.
+        lock all the same). ``locked`` says the caller holds the key's lock (from
+        :meth:`locks`) and saw the entry missing while holding it: the lock is not taken and
+        the entry not looked for again. Hold :meth:`pin` around this call and the file's use
+        to keep it from eviction.
         """
         entry = self._entry(key)
-        if not (force or seen_missing) and self._touch_if_present(key, entry):
+        if not (force or seen_missing or locked) and self._touch_if_present(key, entry):
             return Path(entry)
-        with self._key_locks.held(self._slots(key)[1], exclusive=True):
-            if not force and self._touch_if_present(key, entry):
+        slot = self._slots(key)[1]
+        with nullcontext() if locked else self._key_locks.held(slot, exclusive=True):
+            if not (force or locked) and self._touch_if_present(key, entry):
                 return Path(entry)
 
             written = [0]  # bytes the last failed fetch got to write
@@ -446,6 +450,21 @@ class FileSystemCache:
         self._entry(key)
         with self._key_locks.held(self._slots(key)[1], exclusive=True):
             yield
+
+    @contextmanager
+    def locks(self, keys: list[str]) -> Iterator[set[str]]:
+        """Hold the fill locks of those of ``keys`` that are free now, all at once.
+
+        The batch form of :meth:`lock` for a read of many keys: one file descriptor and one
+        ``fcntl`` per key, taken in this thread, instead of an ``open``, ``fcntl`` and
+        ``close`` per key in each download thread. It never waits: the keys another writer
+        holds are left out, for the caller to :meth:`fill` after this block (the usual way,
+        which waits), never inside it (it could wait on a writer that waits on these).
+        Yields the set of keys held; fill them with ``fill(key, ..., locked=True)``.
+        """
+        slots = {self._slots(key)[1]: key for key in keys}
+        with self._key_locks.held_many(list(slots)) as got:
+            yield {slots[slot] for slot in got}
 
     @contextmanager
     def pin(self, key: str) -> Iterator[None]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Protocol, overload, runtime_checkable
@@ -131,21 +131,39 @@ class _DatasourceBase:
 
     def _fetch_parallel(self, keys: list[str], override: bool) -> dict[str, Path]:
         workers = min(self.max_workers, len(keys))
+        futures: dict[str, Future[Path]] = {}
+        found: dict[str, Path] = {}
         with ThreadPoolExecutor(workers, thread_name_prefix="simpletasks-get") as pool:
-            futures = [pool.submit(self._fetch, key, override) for key in keys]
-        for future in futures:  # all have finished: raise for the first failed key
-            if (exc := future.exception()) is not None:
+            # The fill locks of the keys no one else is writing are taken here, all at once,
+            # and the entries looked for again under them, so that the threads only download
+            # and commit (every system call in a thread is a hand-over of the interpreter
+            # lock). The keys someone else is writing are filled after, the usual way.
+            with self.cache.locks(keys) as locked:
+                held = [key for key in keys if key in locked]
+                for key in held:
+                    if not override and self.cache.lookup(key):  # filled meanwhile
+                        found[key] = self.cache.path(key)
+                for key in held:
+                    if key not in found:
+                        futures[key] = pool.submit(self._fetch, key, override, locked=True)
+                for future in list(futures.values()):
+                    future.exception()  # wait for them, holding their locks
+            for key in keys:
+                if key not in locked:
+                    futures[key] = pool.submit(self._fetch, key, override)
+        for key in keys:  # all have finished: raise for the first failed key
+            if key in futures and (exc := futures[key].exception()) is not None:
                 raise exc
-        return {key: future.result() for key, future in zip(keys, futures, strict=True)}
+        return found | {key: future.result() for key, future in futures.items()}
 
-    def _fetch(self, key: str, override: bool) -> Path:
+    def _fetch(self, key: str, override: bool, *, locked: bool = False) -> Path:
         """Fill the cache entry of ``key`` (pinned, and just seen missing, by the caller)."""
 
         def download(tmp: Path) -> None:
             logger.debug("downloading %s from %s", key, self.bucket.url)
             self.bucket.download(key, tmp)
 
-        return self.cache.fill(key, download, force=override, seen_missing=True)
+        return self.cache.fill(key, download, force=override, seen_missing=True, locked=locked)
 
     def put(self, key: str, data: bytes | Path | None = None, *, only_cache: bool = False) -> Path:
         """Write ``key`` into the cache, then upload it to the bucket unless ``only_cache``.

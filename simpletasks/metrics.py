@@ -431,6 +431,7 @@ class MeteredCache(FileSystemCache):
         *,
         force: bool = False,
         seen_missing: bool = False,
+        locked: bool = False,
     ) -> Path:
         """As :meth:`FileSystemCache.fill`, counting a hit or a miss."""
         fetched = False
@@ -440,7 +441,7 @@ class MeteredCache(FileSystemCache):
             fetched = True
             fetch(tmp)
 
-        path = super().fill(key, counted, force=force, seen_missing=seen_missing)
+        path = super().fill(key, counted, force=force, seen_missing=seen_missing, locked=locked)
         (self._misses if fetched else self._hits).inc()
         return path
 

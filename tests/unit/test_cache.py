@@ -274,8 +274,50 @@ def test_without_ofd_locks_keys_share_flock_stripes_and_keep_every_guarantee(
     with cache.pin("a"):
         cache.put_bytes("c", b"x" * 100)
         assert cache.keys() == ["a", "c"]  # b evicted, a pinned
+    with cache.locks(["d", "e"]) as held:
+        assert held == set()  # no batch locks here: every key takes the per-key lock
     stripes = [p.name for p in (cache.root / ".locks").iterdir() if p.name.startswith("keys")]
     assert stripes and all(name.startswith("keys.lock.") for name in stripes)
+
+
+def test_locks_takes_the_free_keys_at_once_and_leaves_out_the_busy_ones(
+    cache: FileSystemCache,
+) -> None:
+    release_b, b_held = threading.Event(), threading.Event()
+
+    def hold_b() -> None:
+        with cache.lock("b"):
+            b_held.set()
+            release_b.wait(10)
+
+    holder = threading.Thread(target=hold_b)
+    holder.start()
+    assert b_held.wait(5)
+    fetched: list[str] = []
+    waiter_done = threading.Event()
+
+    def fill_a_the_usual_way() -> None:
+        cache.fill("a", lambda tmp: tmp.write_bytes(b"second"))
+        waiter_done.set()
+
+    try:
+        with cache.locks(["a", "b", "c", "a"]) as held:
+            assert held == {"a", "c"}  # b is another writer's: left out, not waited for
+            waiter = threading.Thread(target=fill_a_the_usual_way)
+            waiter.start()
+            # Held keys are filled without taking the lock again (no waiting on ourselves)
+            # and without looking again (the caller looked under the lock).
+            path = cache.fill(
+                "a", lambda tmp: (fetched.append("a"), tmp.write_bytes(b"1")), locked=True
+            )
+            assert path.read_bytes() == b"1" and fetched == ["a"]
+            assert not waiter_done.wait(0.2)  # another filler of a waits for the block
+    finally:
+        release_b.set()
+        holder.join()
+    waiter.join(5)
+    assert waiter_done.is_set()
+    assert cache.path("a").read_bytes() == b"1"  # it found the entry under the lock: no fetch
 
 
 def test_lock_is_exclusive_between_threads(cache: FileSystemCache) -> None:

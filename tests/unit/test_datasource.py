@@ -153,6 +153,39 @@ def test_get_downloads_in_parallel(mem: BucketService, tmp_path: Path) -> None:
     assert serial.max_active == 1
 
 
+def test_a_get_fetches_the_free_keys_while_another_writer_holds_one(
+    ds: BucketCacheDatasource, bucket: CountingBucket
+) -> None:
+    release, held = threading.Event(), threading.Event()
+
+    def writer_of_b() -> None:  # another thread (or process) filling b meanwhile
+        with ds.cache.lock("b"):
+            held.set()
+            release.wait(10)
+            ds.cache.put_bytes("b", b"written by the other writer")
+
+    writer = threading.Thread(target=writer_of_b)
+    writer.start()
+    assert held.wait(5)
+    with ThreadPoolExecutor(1) as pool:
+        got = pool.submit(ds.get, ["a", "b", "c", "dir/d"])
+        deadline = time.monotonic() + 5
+        while set(bucket.downloads) != {"a", "c", "dir/d"} and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert set(bucket.downloads) == {"a", "c", "dir/d"}  # not held up by b
+        assert not got.done()  # b: waits for its writer
+        release.set()
+        paths = got.result(10)
+    writer.join()
+    assert [p.read_bytes() for p in paths] == [
+        b"content of a",
+        b"written by the other writer",  # found under the lock: not fetched again
+        b"content of c",
+        b"content of dir/d",
+    ]
+    assert bucket.downloads == {"a": 1, "c": 1, "dir/d": 1}
+
+
 def test_override_cache_downloads_again(
     ds: BucketCacheDatasource, bucket: CountingBucket, mem: BucketService
 ) -> None:
