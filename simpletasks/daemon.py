@@ -49,6 +49,9 @@ from simpletasks.stats import RunStats
 logger = logging.getLogger(__name__)
 
 PROGRESS_SECONDS = 10.0  # how often a busy daemon logs its progress at INFO
+#: The least time of work the daemon holds ahead of its workers to cover a receive (short
+#: tasks on a queue that answers in well under this): see ``DaemonService._prefetch``.
+PREFETCH_FLOOR_SECONDS = 0.05
 
 
 class DaemonService:
@@ -125,6 +128,7 @@ class DaemonService:
         self._replaced = 0  # workers started in place of ones stuck in a timed-out task
         self._worker_numbers = itertools.count()  # unique thread names, replacements too
         self._last_received = 0  # size of the last non-empty receive (the loop's own)
+        self._receive_seconds: float | None = None  # smoothed latency of a receive
         self.stop_reason: str | None = None  # set when the daemon stopped itself
         self.runner = MessageRunner(
             name=name,
@@ -282,9 +286,15 @@ class DaemonService:
                 want = min(want, s.max_tasks - self.stats.received)
             full_wait = wait >= s.wait_seconds
             try:
+                # While work is in hand (the queue is not idle) a receive that gets messages
+                # took about the queue's latency, not a wait for new work.
+                busy = any(self._leases.counts())
+                asked = time.monotonic()
                 messages = self.queue.receive(
                     want, wait_seconds=wait, lease_seconds=s.lease_seconds
                 )
+                if busy and messages:
+                    self._note_receive(time.monotonic() - asked)
                 self.middleware.emit("after_receive", self, len(messages), None)
             except Exception as exc:
                 logger.warning("[%s] receive from %s failed: %s", self.name, self.queue.url, exc)
@@ -318,19 +328,40 @@ class DaemonService:
             idle_delay = min(max(0.05, idle_delay * 2), s.poll_frequency_seconds)
             self._stopping.wait(idle_delay * random.uniform(0.75, 1.0))
 
+    def _note_receive(self, seconds: float) -> None:
+        mean = self._receive_seconds
+        self._receive_seconds = seconds if mean is None else 0.8 * mean + 0.2 * seconds
+
+    def _prefetch(self) -> int:
+        """How many messages to hold beyond the workers' (see ``prefetch_seconds``).
+
+        Enough to cover a receive: twice its smoothed latency (at least
+        :data:`PREFETCH_FLOOR_SECONDS`; before the first is measured, that floor) of work
+        for all the workers at the mean task duration, at least one, never more than
+        ``prefetch_seconds`` of work or a batch. Holding more than that would not
+        run sooner, and at the end of a queue it is work that other daemons, idle by then,
+        could have run (1 s of it per daemon before).
+        """
+        s = self.settings
+        mean = self.runner.mean_seconds
+        if not s.prefetch_seconds or mean is None or self.capabilities.ordered:
+            return 0
+        mean = max(mean, 1e-4)
+        if mean >= s.prefetch_seconds:
+            return 0  # long tasks: never prefetched
+        cover = max(2 * (self._receive_seconds or 0.0), PREFETCH_FLOOR_SECONDS)
+        ahead = min(s.prefetch_seconds, cover)
+        drained_per_second = s.concurrency / mean
+        return min(self.capabilities.max_batch, max(1, int(ahead * drained_per_second)))
+
     def _wait_for_room(self) -> int:
         """Wait (briefly) until a receive is worth it; return how many messages to ask for.
 
         An ordered queue (priority) gets one receive per idle worker and nothing buffered,
         so a newer urgent message is never stuck behind a stale local buffer.
         """
-        s = self.settings
         batch = self.capabilities.max_batch
-        prefetch = 0
-        mean = self.runner.mean_seconds
-        if s.prefetch_seconds and mean is not None and not self.capabilities.ordered:
-            prefetch = min(batch, int(s.prefetch_seconds / max(mean, 1e-4)))
-        limit = s.concurrency + prefetch
+        limit = self.settings.concurrency + self._prefetch()
         ordered = self.capabilities.ordered
         # A receive's worth: what the last one brought (Pub/Sub pulls ~100 of the 1,000
         # asked for), so the next receive is in flight while the workers drain the buffer.

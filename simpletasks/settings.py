@@ -25,10 +25,13 @@ class DaemonSettings:
         retry_delay_max_seconds: Cap of that delay.
         grace_seconds: On stop, how long running tasks may take to finish before their
             leases are released.
-        prefetch_seconds: Receive ahead so that about this much work waits locally, judged
-            by the mean task duration so far (at most the queue's ``max_batch`` messages,
-            received again whenever another receive's worth fits). Long tasks are never
-            prefetched; 0 turns prefetch off.
+        prefetch_seconds: The most work (in time, for all workers at the mean task duration
+            so far) received ahead of the workers. The daemon holds less when less covers a
+            receive: twice the queue's measured receive latency, at least 50 ms of work and
+            one message (and at most the queue's ``max_batch`` messages, received again
+            whenever another receive's worth fits), so that at the end of a queue daemons
+            are not left idle while one still holds work. Long tasks are never prefetched;
+            0 turns prefetch off.
         burst: Exit once the queue is drained instead of waiting for work.
         max_tasks: Exit after receiving this many messages (None = no limit).
         task_timeout_seconds: A task still running after this long is given up: its cancel

@@ -504,3 +504,36 @@ def test_the_next_receive_is_in_flight_while_the_buffer_drains(
         thread.join(10)
     assert daemon.stats.succeeded == 200
     assert queue.counts() == QueueCounts(0, 0)
+
+
+@pytest.mark.parametrize(
+    ("mean", "receive", "concurrency", "expected"),
+    [
+        (None, None, 1, 0),  # nothing measured yet: no prefetch
+        (2.0, 0.01, 1, 0),  # tasks longer than prefetch_seconds: never prefetched
+        (0.022, None, 1, 2),  # receive latency unknown: the floor, 50 ms of work
+        (0.022, 0.001, 1, 2),  # a fast queue (RabbitMQ's buffer): the floor
+        (0.022, 0.1, 1, 9),  # a slow queue: twice its latency, 200 ms of work
+        (0.022, 0.1, 4, 36),  # ... for all four workers
+        (0.3, 0.001, 1, 1),  # at least one waits, however long the tasks (under 1 s)
+        (0.022, 5.0, 1, 45),  # never more than prefetch_seconds of work
+        (0.0001, 0.01, 4, 100),  # never more than a batch (mem://: 100)
+    ],
+)
+def test_prefetch_covers_a_receive_not_a_second_of_work(
+    registry: TaskRegistry,
+    mean: float | None,
+    receive: float | None,
+    concurrency: int,
+    expected: int,
+) -> None:
+    """A daemon holds what covers its queue's latency: at the end of a queue, 1 s of work per
+    daemon held locally was work that other daemons, idle by then, could have run."""
+    daemon = DaemonService(
+        queue=open_queue("mem://prefetch"),
+        registry=registry,
+        settings=DaemonSettings(concurrency=concurrency, prefetch_seconds=1.0),
+    )
+    daemon.runner._mean_seconds = mean
+    daemon._receive_seconds = receive
+    assert daemon._prefetch() == expected
