@@ -68,7 +68,8 @@ class PinSet:
     """Keys pinned (kept from eviction) until :meth:`close`, with one file descriptor in all.
 
     The set is a record file under ``root/.locks/sessions`` listing its keys, locked by this
-    object while it is open. Adding a key and an eviction pass exclude each other through a
+    object while it is open; the file is made by the first key added (a task that never
+    touches the cache costs no file). Adding a key and an eviction pass exclude each other through a
     lock on ``root/.locks/pins.lock``, so a key is either seen pinned by the pass or added
     after it (then the caller fetches it again if it was evicted). A record left by a
     process that died is unlocked and removed by the next eviction. Thread-safe.
@@ -82,17 +83,30 @@ class PinSet:
     def __init__(
         self, sessions_dir: Path, pins_lock: Path, *, validate: Callable[[str], object]
     ) -> None:
+        self._sessions_dir = sessions_dir
         self._pins_lock = pins_lock
         self._validate = validate
         self._keys: set[str] = set()
         self._lock = threading.Lock()
-        name = f"{os.getpid()}-{secrets.token_hex(8)}.keys"
-        self._path = sessions_dir / name
+        self._closed = False
+        self._path: Path | None = None
+        self._fd: int | None = None  # the record, from the first add on
+
+    def _open_record(self) -> int:
+        """Create and lock this set's record (lock held, and the pins lock held shared, so
+        that an evictor never sees it unlocked)."""
+        self._path = self._sessions_dir / f"{os.getpid()}-{secrets.token_hex(8)}.keys"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
-        with locked(pins_lock, fcntl.LOCK_SH):  # an evictor must not see it unlocked
-            fd = os.open(self._path, flags, 0o644)
+        fd = os.open(self._path, flags, 0o644)
+        try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-        self._fd: int | None = fd
+        except BaseException:
+            os.close(fd)
+            with suppress(FileNotFoundError):
+                os.unlink(self._path)
+            raise
+        self._fd = fd
+        return fd
 
     def __enter__(self) -> PinSet:
         return self
@@ -130,25 +144,30 @@ class PinSet:
         for key in keys:
             self._validate(key)
         with self._lock:
-            if self._fd is None:
+            if self._closed:
                 raise RuntimeError("this pin set is closed")
             new = [key for key in dict.fromkeys(keys) if key not in self._keys]
             if not new:
                 return
             record = "".join(json.dumps(key) + "\n" for key in new).encode("utf-8")
             with locked(self._pins_lock, fcntl.LOCK_SH):
+                fd = self._fd if self._fd is not None else self._open_record()
                 written = 0
                 while written < len(record):  # O_APPEND: one write, unless interrupted
-                    written += os.write(self._fd, record[written:])
+                    written += os.write(fd, record[written:])
             self._keys.update(new)
 
     def close(self) -> None:
         """Release every pin (idempotent)."""
         with self._lock:
-            if self._fd is None:
+            if self._closed:
                 return
+            self._closed = True
+            self._keys.clear()
+            if self._fd is None:
+                return  # no key was ever added: no record
+            assert self._path is not None
             with suppress(FileNotFoundError):
                 os.unlink(self._path)
             os.close(self._fd)
             self._fd = None
-            self._keys.clear()

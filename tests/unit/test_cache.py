@@ -511,6 +511,26 @@ def test_a_pin_set_uses_one_descriptor_for_any_number_of_keys(tmp_path: Path) ->
     assert open_fds() == before
 
 
+def test_a_pin_set_makes_its_record_only_when_a_key_is_added(tmp_path: Path) -> None:
+    """A task that never touches the cache costs no file per task."""
+    cache = bounded(tmp_path, 10)
+    sessions = cache.root / ".locks" / "sessions"
+    before = open_fds()
+    with cache.pin_set() as pins:
+        assert list(sessions.iterdir()) == [] and open_fds() == before
+        pins.add_many([])
+        assert list(sessions.iterdir()) == []
+        pins.add("k")
+        assert len(list(sessions.iterdir())) == 1 and open_fds() == before + 1
+    assert list(sessions.iterdir()) == [] and open_fds() == before
+    empty = cache.pin_set()
+    empty.close()
+    empty.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        empty.add("k")
+    assert list(sessions.iterdir()) == []
+
+
 def test_a_pin_set_refuses_bad_keys_and_use_after_close(tmp_path: Path) -> None:
     cache = bounded(tmp_path, 10)
     pins = cache.pin_set()
