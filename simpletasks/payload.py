@@ -10,6 +10,7 @@ scalars are understood; any other annotation is passed through unchecked.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from typing import Any
@@ -87,10 +88,16 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=512)
+def _fields_of(cls: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field[Any]]]:
+    """The resolved type hints and the ``__init__`` fields of dataclass ``cls`` (once per
+    class: resolving hints is most of the cost of a small payload)."""
+    return typing.get_type_hints(cls), {f.name: f for f in dataclasses.fields(cls) if f.init}
+
+
 def _to_dataclass(cls: type, value: Any, where: str) -> Any:
     _expect(isinstance(value, dict), where, f"an object ({cls.__name__})", value)
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints, fields = _fields_of(cls)
     unknown = sorted(set(value) - set(fields))
     if unknown:
         raise MessageError(
