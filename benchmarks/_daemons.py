@@ -9,6 +9,7 @@ parses the per-task logs :class:`chaos_tasks.ChaosTask` writes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -74,6 +75,31 @@ class Cluster:
         """Open the bucket in this process."""
         bucket: BucketService = self._open(self.bucket_url, open_bucket, "s3")
         return bucket
+
+    def close(self) -> None:
+        """Close what this process opened; on RabbitMQ also delete the run's queues.
+
+        The machine's broker is shared by every run and test: a quorum queue left behind
+        keeps a process and its log there until the broker restarts (hundreds of them
+        piled up in an afternoon of runs before this).
+        """
+        for opened in self._opened.values():
+            with contextlib.suppress(Exception):
+                opened.close()
+        self._opened.clear()
+        if self.backend != "amqp":
+            return
+        from simpletasks.queues.amqp import AMQPQueue
+
+        for url in (self.queue_url, self.error_url, self.done_url):
+            try:
+                queue = AMQPQueue.from_url(url)
+                try:
+                    queue.delete()
+                finally:
+                    queue.close()
+            except Exception as exc:  # cleanup: report, go on with the rest
+                logger.warning("could not delete %s: %s", url, exc)
 
     def counts(self, url: str | None = None) -> QueueCounts:
         """Visible and in-flight counts of ``url`` (default: the task queue)."""

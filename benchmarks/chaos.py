@@ -237,10 +237,16 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_baseline:
                 logger.info("%s: baseline run without kills", backend)
                 cluster = make_cluster(backend, tmp / f"{backend}-baseline", moto)
-                runs["baseline"] = run_chaos(cluster, replace(params, kills=0))
+                try:
+                    runs["baseline"] = run_chaos(cluster, replace(params, kills=0))
+                finally:
+                    cluster.close()
             logger.info("%s: chaos run", backend)
             cluster = make_cluster(backend, tmp / f"{backend}-chaos", moto)
-            runs["chaos"] = chaos = run_chaos(cluster, params)
+            try:
+                runs["chaos"] = chaos = run_chaos(cluster, params)
+            finally:
+                cluster.close()
             if "baseline" in runs:
                 chaos["wall_vs_baseline"] = round(
                     chaos["wall_seconds"] / runs["baseline"]["wall_seconds"], 2

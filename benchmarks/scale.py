@@ -83,6 +83,7 @@ def run_point(
         daemons1 = sum(process_cpu_seconds(d.pid) or 0.0 for d in daemons)
     finally:
         codes = stop_all(daemons)
+        cluster.close()
     rows = [line.split() for line in log.read_text().splitlines()]
     first = min(float(r[1]) for r in rows)
     last = max(float(r[2]) for r in rows)

@@ -37,7 +37,9 @@ def cluster_for(backend: str, tmp_path: Path, request: pytest.FixtureRequest) ->
     moto = request.getfixturevalue("moto_server") if backend == "sqs" else None
     if backend == "amqp":
         request.getfixturevalue("rabbitmq_url")  # the machine's broker answers (or skip/fail)
-    return make_cluster(backend, tmp_path, moto)
+    cluster = make_cluster(backend, tmp_path, moto)
+    request.addfinalizer(cluster.close)  # on RabbitMQ: delete the run's queues
+    return cluster
 
 
 def send_chaos_task(cluster: Cluster, seconds: float, task_id: int = 1) -> Path:
