@@ -537,3 +537,54 @@ def test_prefetch_covers_a_receive_not_a_second_of_work(
     daemon.runner._mean_seconds = mean
     daemon._receive_seconds = receive
     assert daemon._prefetch() == expected
+
+
+class SlowQueue(MemoryQueue):
+    """Answers every receive that finds messages after ``delay`` seconds (a distant queue)."""
+
+    delay = 0.05
+
+    def receive(self, max_messages: int = 1, **kwargs: Any) -> list[Message]:
+        messages = super().receive(max_messages, **kwargs)
+        if messages:
+            time.sleep(self.delay)
+        return messages
+
+
+def test_prefetch_learns_the_latency_of_receives_made_with_work_in_hand(
+    registry: TaskRegistry, tmp_path: Path
+) -> None:
+    queue = SlowQueue("slow")
+    payload = {"seconds": 0.01, "log": str(tmp_path / "log")}
+    body = TaskMessage(BasicInfo(1, "SLEEP", ""), payload).to_json()
+    queue.send_batch([body] * 40)
+    daemon = DaemonService(
+        queue=queue,
+        registry=registry,
+        settings=DaemonSettings(**{**FAST, "concurrency": 1}),  # type: ignore[arg-type]
+    )
+    assert daemon.run().succeeded == 40
+    assert daemon._receive_seconds is not None
+    assert 0.04 <= daemon._receive_seconds < 0.5  # ~the 50 ms each receive took
+    # 2 x 50 ms of 10 ms tasks: ~10 held ahead (the floor alone would give 5, 1 s of work 100)
+    assert 7 <= daemon._prefetch() <= 12
+
+
+def test_a_receive_made_idle_is_not_taken_for_latency(registry: TaskRegistry) -> None:
+    """Waiting for new work on an idle queue says nothing about the queue's latency."""
+    queue = open_queue("mem://idle")
+    daemon = DaemonService(
+        queue=queue,
+        registry=registry,
+        settings=DaemonSettings(wait_seconds=0.3, poll_frequency_seconds=0.05),
+    )
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    try:
+        time.sleep(0.2)  # the loop waits in a receive on the empty queue
+        queue.send(TaskMessage(BasicInfo(1, NoOpTask.name, "")).to_json())
+        _wait_for(lambda: daemon.stats.succeeded == 1, timeout=5)
+    finally:
+        daemon.stop()
+        thread.join(10)
+    assert daemon._receive_seconds is None
