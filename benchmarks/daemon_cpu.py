@@ -6,7 +6,10 @@ task messages:
 * ``bare_loop``: receive 100, parse each body with ``TaskMessage.from_json``, ``ack_many``
   (the least any consumer of these messages does);
 * ``simpletasks_cN``: :class:`simpletasks.daemon.DaemonService`, ``concurrency=N``,
-  ``burst=True``, ``max_tasks=messages``, a registered no-op task.
+  ``burst=True``, ``max_tasks=messages``, a registered no-op task;
+* ``simpletasks_c1_datasource``: the same at concurrency 1 with a datasource (a
+  :class:`~simpletasks.datasource.BucketCacheDatasource` over ``mem://`` and a cache in a temp
+  directory), as ``simpletasks run`` always has: each task gets a datasource session.
 
 The figure is the process CPU time (all threads) per task while the contender runs, in µs,
 and its rate; ``parse_us`` is the parse alone (the part of the daemon's cost that validating
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -32,7 +36,10 @@ from typing import Any
 from _common import emit, machine_info, rotated, setup_logging, versions
 from dispatch import TASK_NAME, BenchNoOp, verify
 
+from simpletasks.buckets import open_bucket
+from simpletasks.cache import FileSystemCache
 from simpletasks.daemon import DaemonService
+from simpletasks.datasource import BucketCacheDatasource
 from simpletasks.message import BasicInfo, TaskMessage
 from simpletasks.queues import QueueService, open_queue
 from simpletasks.registry import TaskRegistry
@@ -59,7 +66,9 @@ def bare_loop(queue: QueueService, n: int) -> None:
         done += len(batch)
 
 
-def daemon(concurrency: int, registry: TaskRegistry) -> Callable[[QueueService, int], None]:
+def daemon(
+    concurrency: int, registry: TaskRegistry, datasource: Any = None
+) -> Callable[[QueueService, int], None]:
     def run(queue: QueueService, n: int) -> None:
         settings = DaemonSettings(
             concurrency=concurrency,
@@ -68,7 +77,9 @@ def daemon(concurrency: int, registry: TaskRegistry) -> Callable[[QueueService, 
             wait_seconds=0.1,
             poll_frequency_seconds=0.1,
         )
-        stats = DaemonService(queue=queue, registry=registry, settings=settings).run()
+        stats = DaemonService(
+            queue=queue, registry=registry, settings=settings, datasource=datasource
+        ).run()
         verify(stats.succeeded == n, f"daemon c{concurrency}: {stats}")
 
     return run
@@ -107,6 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     contenders: dict[str, Callable[[QueueService, int], None]] = {"bare_loop": bare_loop}
     for c in (int(x) for x in args.concurrency.split(",")):
         contenders[f"simpletasks_c{c}"] = daemon(c, registry)
+    cache_dir = tempfile.TemporaryDirectory(prefix="simpletasks-cpu-")
+    datasource = BucketCacheDatasource(
+        open_bucket("mem://daemon-cpu"), FileSystemCache(cache_dir.name)
+    )
+    contenders["simpletasks_c1_datasource"] = daemon(1, registry, datasource)
     names = list(contenders)
     samples: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     parses: list[float] = []
@@ -136,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
             result[name]["cpu_vs_bare_loop_paired_median"] = round(statistics.median(ratio), 2)
             result[name]["meets_target"] = result[name]["cpu_us_per_task_median"] <= TARGET_US
+    cache_dir.cleanup()
     emit(result, args.output)
     return 0
 
