@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from simpletasks import datasource as datasource_module
 from simpletasks.buckets import BucketService, open_bucket
 from simpletasks.buckets.memory import MemoryBucket
 from simpletasks.cache import FileSystemCache
@@ -153,9 +154,14 @@ def test_get_downloads_in_parallel(mem: BucketService, tmp_path: Path) -> None:
     assert serial.max_active == 1
 
 
+@pytest.mark.parametrize("lock_batch", [256, 1])  # all keys' locks at once, or one by one
 def test_a_get_fetches_the_free_keys_while_another_writer_holds_one(
-    ds: BucketCacheDatasource, bucket: CountingBucket
+    ds: BucketCacheDatasource,
+    bucket: CountingBucket,
+    lock_batch: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(datasource_module, "LOCK_BATCH", lock_batch)
     release, held = threading.Event(), threading.Event()
 
     def writer_of_b() -> None:  # another thread (or process) filling b meanwhile
