@@ -62,10 +62,10 @@ class Datasource(Protocol):
 LOCK_BATCH = 256
 
 
-def _release_when_done(held: ExitStack, futures: list[Future[Path]]) -> None:
+def _release_when_done(held: ExitStack, futures: dict[str, Future[Path]]) -> None:
     """Wait for ``futures`` (they never raise here: errors are read later), then release."""
     try:
-        for future in futures:
+        for future in futures.values():
             future.exception()
     finally:
         held.close()
@@ -150,32 +150,16 @@ class _DatasourceBase:
         found: dict[str, Path] = {}
         others: list[str] = []  # keys another writer holds: filled after, the usual way
         with ThreadPoolExecutor(workers, thread_name_prefix="simpletasks-get") as pool:
-            # The fill locks of the keys no one else is writing are taken here, a batch at a
-            # time, and the entries looked for again under them, so that the threads only
-            # download and commit (every system call in a thread is a hand-over of the
-            # interpreter lock). Two batches are held at most: the next one is queued while
-            # the last finishes, so the threads never wait at a batch's end.
-            previous: tuple[ExitStack, list[Future[Path]]] | None = None
+            # Two batches held at most: the next is queued while the last finishes, so the
+            # threads never wait at a batch's end.
+            previous: tuple[ExitStack, dict[str, Future[Path]]] | None = None
             try:
                 for start in range(0, len(keys), LOCK_BATCH):
                     batch = keys[start : start + LOCK_BATCH]
-                    held = ExitStack()
-                    try:
-                        locked = held.enter_context(self.cache.locks(batch))
-                        mine = [key for key in batch if key in locked]
-                        others += [key for key in batch if key not in locked]
-                        for key in mine:
-                            if not override and self.cache.lookup(key):  # filled meanwhile
-                                found[key] = self.cache.path(key)
-                        submitted = []
-                        for key in mine:
-                            if key not in found:
-                                futures[key] = pool.submit(self._fetch, key, override, locked=True)
-                                submitted.append(futures[key])
-                    except BaseException:
-                        held.close()
-                        raise
-                    older, previous = previous, (held, submitted)
+                    older, previous = previous, self._start_batch(pool, batch, override, found)
+                    started = previous[1]
+                    futures.update(started)
+                    others += [key for key in batch if key not in started and key not in found]
                     if older is not None:
                         _release_when_done(*older)
             finally:
@@ -187,6 +171,34 @@ class _DatasourceBase:
             if key in futures and (exc := futures[key].exception()) is not None:
                 raise exc
         return found | {key: future.result() for key, future in futures.items()}
+
+    def _start_batch(
+        self, pool: ThreadPoolExecutor, batch: list[str], override: bool, found: dict[str, Path]
+    ) -> tuple[ExitStack, dict[str, Future[Path]]]:
+        """Take the fill locks of the keys of ``batch`` no one else is writing, look for their
+        entries again under them (adding those found to ``found``), and start downloading the
+        rest with the locks held; return the locks and the downloads started.
+
+        Locks and looks happen here, in one thread, so that the download threads only
+        download and commit (every system call in a thread is a hand-over of the interpreter
+        lock).
+        """
+        held = ExitStack()
+        try:
+            locked = held.enter_context(self.cache.locks(batch))
+            mine = [key for key in batch if key in locked]
+            for key in mine:  # all looks first: the threads then start without competition
+                if not override and self.cache.lookup(key):  # filled meanwhile
+                    found[key] = self.cache.path(key)
+            started = {
+                key: pool.submit(self._fetch, key, override, locked=True)
+                for key in mine
+                if key not in found
+            }
+        except BaseException:
+            held.close()
+            raise
+        return held, started
 
     def _fetch(self, key: str, override: bool, *, locked: bool = False) -> Path:
         """Fill the cache entry of ``key`` (pinned, and just seen missing, by the caller)."""
