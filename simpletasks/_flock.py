@@ -109,7 +109,7 @@ class SlotLocks:
         if not _OFD or not slots:
             yield []
             return
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        fd = self._open()
         try:
             got = []
             for slot in slots:
@@ -126,11 +126,15 @@ class SlotLocks:
         finally:
             os.close(fd)
 
+    def _open(self) -> int:
+        """A new descriptor of the lock file (each owns the locks taken through it)."""
+        return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+
     def _acquire(self, slot: int, exclusive: bool, wait: bool) -> int | None:
         if not _OFD:  # other platforms: flock a stripe file (tests patch _OFD to cover it)
             op = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB)
             return acquire(Path(f"{self.path}.{slot % STRIPES:02x}"), op)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        fd = self._open()
         kind = fcntl.F_WRLCK if exclusive else fcntl.F_RDLCK
         try:
             fcntl.fcntl(

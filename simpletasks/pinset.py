@@ -69,10 +69,10 @@ class PinSet:
 
     The set is a record file under ``root/.locks/sessions`` listing its keys, locked by this
     object while it is open; the file is made by the first key added (a task that never
-    touches the cache costs no file). Adding a key and an eviction pass exclude each other through a
-    lock on ``root/.locks/pins.lock``, so a key is either seen pinned by the pass or added
-    after it (then the caller fetches it again if it was evicted). A record left by a
-    process that died is unlocked and removed by the next eviction. Thread-safe.
+    touches the cache costs no file). Adding a key and an eviction pass exclude each other
+    through a lock on ``root/.locks/pins.lock``, so a key is either seen pinned by the pass
+    or added after it (then the caller fetches it again if it was evicted). A record left by
+    a process that died is unlocked and removed by the next eviction. Thread-safe.
 
     Args:
         sessions_dir: Where the records of the cache's pin sets live.
