@@ -296,8 +296,8 @@ def test_locks_takes_the_free_keys_at_once_and_leaves_out_the_busy_ones(
     fetched: list[str] = []
     waiter_done = threading.Event()
 
-    def fill_a_the_usual_way() -> None:
-        cache.fill("a", lambda tmp: tmp.write_bytes(b"second"))
+    def fill_a_the_usual_way() -> None:  # as a get that saw it missing: straight to the lock
+        cache.fill("a", lambda tmp: tmp.write_bytes(b"second"), seen_missing=True)
         waiter_done.set()
 
     try:
