@@ -9,7 +9,9 @@ task messages:
   ``burst=True``, ``max_tasks=messages``, a registered no-op task;
 * ``simpletasks_c1_datasource``: the same at concurrency 1 with a datasource (a
   :class:`~simpletasks.datasource.BucketCacheDatasource` over ``mem://`` and a cache in a temp
-  directory), as ``simpletasks run`` always has: each task gets a datasource session.
+  directory), as ``simpletasks run`` always has: each task gets a datasource session;
+* ``simpletasks_c1_metrics``: that, with Prometheus metrics wired as ``simpletasks run
+  --metrics-port`` wires them (the metrics middleware, a metered queue, bucket and cache).
 
 The figure is the process CPU time (all threads) per task while the contender runs, in µs,
 and its rate; ``parse_us`` is the parse alone (the part of the daemon's cost that validating
@@ -41,6 +43,7 @@ from simpletasks.cache import FileSystemCache
 from simpletasks.daemon import DaemonService
 from simpletasks.datasource import BucketCacheDatasource
 from simpletasks.message import BasicInfo, TaskMessage
+from simpletasks.metrics import Metrics
 from simpletasks.queues import QueueService, open_queue
 from simpletasks.registry import TaskRegistry
 from simpletasks.settings import DaemonSettings
@@ -67,7 +70,10 @@ def bare_loop(queue: QueueService, n: int) -> None:
 
 
 def daemon(
-    concurrency: int, registry: TaskRegistry, datasource: Any = None
+    concurrency: int,
+    registry: TaskRegistry,
+    datasource: Any = None,
+    metered: Any = None,
 ) -> Callable[[QueueService, int], None]:
     def run(queue: QueueService, n: int) -> None:
         settings = DaemonSettings(
@@ -77,8 +83,12 @@ def daemon(
             wait_seconds=0.1,
             poll_frequency_seconds=0.1,
         )
+        extras: dict[str, Any] = {}
+        if metered is not None:
+            queue = metered.queue(queue)
+            extras["middleware"] = [metered]
         stats = DaemonService(
-            queue=queue, registry=registry, settings=settings, datasource=datasource
+            queue=queue, registry=registry, settings=settings, datasource=datasource, **extras
         ).run()
         verify(stats.succeeded == n, f"daemon c{concurrency}: {stats}")
 
@@ -123,6 +133,12 @@ def main(argv: list[str] | None = None) -> int:
         open_bucket("mem://daemon-cpu"), FileSystemCache(cache_dir.name)
     )
     contenders["simpletasks_c1_datasource"] = daemon(1, registry, datasource)
+    metered = Metrics().middleware("cpu")
+    metered_ds = BucketCacheDatasource(
+        metered.bucket(open_bucket("mem://daemon-cpu-metrics")),
+        metered.cache(cache_dir.name + "/metrics"),
+    )
+    contenders["simpletasks_c1_metrics"] = daemon(1, registry, metered_ds, metered)
     names = list(contenders)
     samples: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     parses: list[float] = []

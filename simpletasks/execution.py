@@ -89,6 +89,8 @@ class MessageRunner:
         self.settings = settings
         self.leases = leases
         self.middleware = middleware
+        # Phases are timed only for middleware that looks at them.
+        self._timed_phases = middleware.handles("before_phase") or middleware.handles("after_phase")
         self.stats = stats
         self.stopping = stopping
         self._bucket = getattr(datasource, "bucket", None)
@@ -253,7 +255,7 @@ class MessageRunner:
     def _run_phases(
         self, task: DaemonTask, message: Message, cancel: CancelSignal, ds: Any
     ) -> Result:
-        phase = self._phase if self.middleware else _untimed_phase
+        phase = self._phase if self._timed_phases else _untimed_phase
         phase(task, message, "prepare", task.prepare, ds)
         result: Result = phase(task, message, "execute", _execute, task, ds)
         if cancel.is_set():  # given up during execute: publish nothing

@@ -46,7 +46,6 @@ bytes, hits, misses and evictions (without them those series stay at zero).
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -54,8 +53,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from simpletasks.cache import FileSystemCache
 from simpletasks.errors import ConfigError
+from simpletasks.metrics_series import (
+    DEAD_LETTERED,
+    FAILED,
+    RECEIVED,
+    RELEASED,
+    RETRIED,
+    SKIPPED,
+    SUCCEEDED,
+    DaemonSeries,
+    TaskSeries,
+    TaskSeriesCollector,
+)
 from simpletasks.middleware import Middleware
 
 if TYPE_CHECKING:
@@ -66,16 +79,29 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 INSTALL_HINT = "metrics need prometheus_client: pip install 'simpletasks[metrics]'"
-PHASE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
-AGE_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
 UNKNOWN = "?"
 
 
+class _Basic(msgspec.Struct):
+    name: Any = None
+
+
+class _Named(msgspec.Struct):
+    basic_info: _Basic
+
+
+_decode_name = msgspec.json.Decoder(_Named).decode
+
+
 def task_name_of(body: str) -> str:
-    """The task type name in a message body, or ``?`` if it has none (cheap, never raises)."""
+    """The task type name in a message body, or ``?`` if it has none (cheap, never raises).
+
+    Decodes ``basic_info.name`` alone (msgspec skips the rest): ~0.3 µs against ~3 µs for a
+    whole ``json.loads``.
+    """
     try:
-        name = json.loads(body)["basic_info"]["name"]
-    except (ValueError, KeyError, TypeError):
+        name = _decode_name(body).basic_info.name
+    except (msgspec.DecodeError, TypeError):
         return UNKNOWN
     return name if isinstance(name, str) and name else UNKNOWN
 
@@ -99,30 +125,9 @@ class Metrics:
         def counter(name: str, doc: str, names: tuple[str, ...] = labels) -> Any:
             return prom.Counter(f"simpletasks_{name}", doc, names, registry=reg)
 
-        self.received = counter("tasks_received", "Messages a worker started on.")
-        self.succeeded = counter("tasks_succeeded", "Tasks acked after finalize.")
-        self.failed = counter("tasks_failed", "Failed attempts (retried or dead-lettered).")
-        self.retried = counter("tasks_retried", "Failed attempts handed back for a retry.")
-        self.dead_lettered = counter("tasks_dead_lettered", "Tasks that failed for good.")
-        self.released = counter("tasks_released", "Messages released unrun or given up at stop.")
-        self.skipped = counter("tasks_skipped", "Messages deleted unrun by the skip check.")
-        self.phase_seconds = prom.Histogram(
-            "simpletasks_phase_seconds",
-            "Duration of task phases.",
-            (*labels, "phase", "outcome"),
-            buckets=PHASE_BUCKETS,
-            registry=reg,
-        )
-        self.in_flight = prom.Gauge(
-            "simpletasks_tasks_in_flight", "Tasks running on workers.", labels, registry=reg
-        )
-        self.message_age = prom.Histogram(
-            "simpletasks_message_age_seconds",
-            "Seconds from send to receipt, where the queue tells the send time.",
-            labels,
-            buckets=AGE_BUCKETS,
-            registry=reg,
-        )
+        # Per-task series: plain numbers exposed by a collector (see metrics_series).
+        self.tasks = TaskSeriesCollector()
+        reg.register(self.tasks)
         self.bucket_bytes = counter(
             "bucket_bytes", "Bytes moved to or from the bucket.", ("daemon", "direction")
         )
@@ -152,7 +157,9 @@ class Metrics:
             if daemon in self._daemons:
                 raise ConfigError(f"metrics for a daemon named {daemon!r} exist already")
             health = self._daemons[daemon] = DaemonHealth(daemon)
-        return MetricsMiddleware(self, health)
+        series = DaemonSeries(daemon)
+        self.tasks.add(series)
+        return MetricsMiddleware(self, health, series)
 
     def health(self) -> list[DaemonHealth]:
         """The health trackers of every daemon recorded here."""
@@ -217,21 +224,17 @@ class DaemonHealth:
 class MetricsMiddleware(Middleware):
     """Records one daemon's message events into a :class:`Metrics`."""
 
-    def __init__(self, metrics: Metrics, health: DaemonHealth) -> None:
+    def __init__(self, metrics: Metrics, health: DaemonHealth, series: DaemonSeries) -> None:
         self.metrics = metrics
         self.health = health
         self.daemon = health.name
-        self._lock = threading.Lock()
-        self._running: dict[str, str] = {}  # message id -> task name, between receive and end
-        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
-
-    def _child(self, family: Any, *labels: str) -> Any:
-        """``family.labels(daemon, *labels)``, cached (``labels()`` costs a lock and more)."""
-        key = (id(family), labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = family.labels(self.daemon, *labels)
-        return child
+        self.series = series
+        self._lock = series.lock  # guards the numbers and _running
+        self._running: dict[str, TaskSeries] = {}  # message id -> series, receive to end
+        self._last_call = {
+            ok: metrics.queue_last_call.labels(self.daemon, "true" if ok else "false")
+            for ok in (True, False)
+        }
 
     def on_start(self, daemon: Any) -> None:
         """Note the start and the daemon's timing settings."""
@@ -245,15 +248,14 @@ class MetricsMiddleware(Middleware):
 
     def on_received(self, message: Message) -> None:
         """Count the message under its task name; observe its age if the queue told it."""
-        name = task_name_of(message.body)
-        with self._lock:
-            self._running[message.id] = name
-        m = self.metrics
-        self._child(m.received, name).inc()
-        self._child(m.in_flight, name).inc()
+        series = self.series.of(task_name_of(message.body))
         sent_at = getattr(message, "sent_at", None)
-        if isinstance(sent_at, int | float):
-            self._child(m.message_age, name).observe(max(0.0, time.time() - sent_at))
+        with self._lock:
+            self._running[message.id] = series
+            series.counts[RECEIVED] += 1
+            series.in_flight += 1
+            if isinstance(sent_at, float | int):
+                series.observe_age(max(0.0, time.time() - sent_at))
 
     def after_phase(
         self,
@@ -264,43 +266,46 @@ class MetricsMiddleware(Middleware):
         error: BaseException | None,
     ) -> None:
         """Observe the phase's duration."""
-        outcome = "ok" if error is None else "error"
-        self._child(self.metrics.phase_seconds, task.name, phase, outcome).observe(seconds)
+        series = self.series.of(task.name)
+        with self._lock:
+            series.phase(phase, error is None).observe(seconds)
 
     def on_acked(self, task: DaemonTask, message: Message, result: Result) -> None:
         """Count a success."""
-        self._child(self.metrics.succeeded, self._end(message)).inc()
+        self._end(message, SUCCEEDED)
 
     def on_retried(self, task: DaemonTask | None, message: Message, report: ErrorReport) -> None:
         """Count a failed attempt that will be retried."""
-        name = self._end(message)
-        self._child(self.metrics.failed, name).inc()
-        self._child(self.metrics.retried, name).inc()
+        self._end(message, FAILED, RETRIED)
 
     def on_dead_lettered(
         self, task: DaemonTask | None, message: Message, report: ErrorReport
     ) -> None:
         """Count a final failure."""
-        name = self._end(message)
-        self._child(self.metrics.failed, name).inc()
-        self._child(self.metrics.dead_lettered, name).inc()
+        self._end(message, FAILED, DEAD_LETTERED)
 
     def on_released(self, message: Message) -> None:
         """Count a message handed back without a result."""
-        self._child(self.metrics.released, self._end(message)).inc()
+        self._end(message, RELEASED)
 
     def on_skipped(self, task: DaemonTask, message: Message, reason: str) -> None:
         """Count a message deleted unrun."""
-        self._child(self.metrics.skipped, self._end(message)).inc()
+        self._end(message, SKIPPED)
 
-    def _end(self, message: Message) -> str:
-        """Forget a running message; return its task name (in-flight goes down if it ran)."""
+    def _end(self, message: Message, *counters: int) -> None:
+        """Forget a running message and count its end (in flight goes down if it ran)."""
         with self._lock:
-            name = self._running.pop(message.id, None)
-        if name is None:  # released from the local buffer: it never reached a worker
-            return task_name_of(message.body)
-        self._child(self.metrics.in_flight, name).dec()
-        return name
+            series = self._running.pop(message.id, None)
+            if series is not None:
+                series.in_flight -= 1
+                for counter in counters:
+                    series.counts[counter] += 1
+                return
+        # released from the local buffer, or parsed by nobody: it never reached a worker
+        series = self.series.of(task_name_of(message.body))  # takes the lock: not under it
+        with self._lock:
+            for counter in counters:
+                series.counts[counter] += 1
 
     # -- instrumented parts ----------------------------------------------------------------
 
@@ -321,7 +326,7 @@ class MetricsMiddleware(Middleware):
         self.health.last_call = now
         if ok:
             self.health.last_ok = now
-        self._child(self.metrics.queue_last_call, "true" if ok else "false").set(time.time())
+        self._last_call[ok].set(time.time())
 
 
 _QUEUE_CALLS = frozenset(

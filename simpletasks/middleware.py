@@ -92,24 +92,45 @@ class Middleware:
 
 
 _FORWARD = {"on_start", "on_stopping", "after_receive", "on_received", "before_phase"}
+_EVENTS = tuple(name for name in vars(Middleware) if name.startswith(("on_", "before_", "after_")))
 
 
 class MiddlewareChain:
-    """Calls an event on a list of middleware, in order or reverse, logging their errors."""
+    """Calls an event on a list of middleware, in order or reverse, logging their errors.
+
+    Each event's handlers are found once, when the chain is made: a :class:`Middleware`
+    subclass that leaves an event as the base class's no-op is not called for it, so an
+    event nobody handles costs one dictionary lookup (the daemon emits eight per task).
+    """
 
     def __init__(self, middleware: Sequence[Middleware] = ()) -> None:
-        self.middleware = list(middleware)
+        self.middleware = tuple(middleware)
+        self._handlers: dict[str, tuple[tuple[Any, Any], ...]] = {}
+        for event in _EVENTS:
+            chain = self.middleware if event in _FORWARD else self.middleware[::-1]
+            self._handlers[event] = tuple(
+                (item, getattr(item, event)) for item in chain if _handles(item, event)
+            )
 
     def __bool__(self) -> bool:
         return bool(self.middleware)
 
+    def handles(self, event: str) -> bool:
+        """Whether any middleware of the chain does something on ``event``."""
+        return bool(self._handlers[event])
+
     def emit(self, event: str, *args: Any) -> None:
         """Call ``event`` on every middleware (see the module docstring for the order)."""
-        if not self.middleware:
-            return
-        chain = self.middleware if event in _FORWARD else reversed(self.middleware)
-        for item in chain:
+        for item, handler in self._handlers[event]:
             try:
-                getattr(item, event)(*args)
+                handler(*args)
             except Exception:
                 logger.exception("middleware %s.%s failed; ignoring", type(item).__name__, event)
+
+
+def _handles(item: Any, event: str) -> bool:
+    """Whether ``item`` does something on ``event`` (not the base class's no-op)."""
+    handler = getattr(item, event, None)
+    if handler is None:
+        return False
+    return getattr(handler, "__func__", None) is not getattr(Middleware, event)
