@@ -14,12 +14,16 @@ objects of ``--kb`` KB, and each round fetches all of them with one ``get([...])
 version's :class:`~simpletasks.datasource.BucketCacheDatasource` (8 threads) into a fresh
 cache; the rate is objects per second.
 
+``--metrics`` runs each version's daemon with its Prometheus metrics wired as ``simpletasks
+run --metrics-port`` wires them (the metrics middleware and a metered queue).
+
 Usage::
 
     python benchmarks/compare_revisions.py --rev HEAD~3 --backend pubsub --concurrency 1
     python benchmarks/compare_revisions.py --rev main --backend amqp --messages 5000
     python benchmarks/compare_revisions.py --rev HEAD --backend mem --quick   # an A/A run
     python benchmarks/compare_revisions.py --rev HEAD~1 --backend gcs-get --rounds 12
+    python benchmarks/compare_revisions.py --rev HEAD~1 --backend mem --metrics
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ def load(package: str) -> dict[str, Any]:
             "cache",
             "datasource",
             "buckets.gcs",
+            "metrics",
         )
     }
     task_mod = mods["task"]
@@ -173,8 +178,13 @@ def one_round(server: Server, mods: dict[str, Any], args: argparse.Namespace) ->
         burst=True,
         max_tasks=args.messages,
     )
+    extras: dict[str, Any] = {}
+    if args.metrics:
+        metered = mods["metrics"].Metrics().middleware("cmp")
+        extras["middleware"] = [metered]
+        queue = metered.queue(queue)
     daemon = mods["daemon"].DaemonService(
-        queue=queue, registry=mods["registry_with_noop"], settings=settings
+        queue=queue, registry=mods["registry_with_noop"], settings=settings, **extras
     )
     wall, cpu = time.perf_counter(), time.process_time()
     stats = daemon.run()
@@ -198,6 +208,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=8, help="rounds after one warm-up")
     parser.add_argument("--objects", type=int, default=1000, help="gcs-get: objects per get")
     parser.add_argument("--kb", type=int, default=10, help="gcs-get: size of each object")
+    parser.add_argument("--metrics", action="store_true", help="daemons with Prometheus metrics")
     parser.add_argument("--quick", action="store_true", help="3 rounds of 2,000")
     parser.add_argument("--output", type=Path, help="also write the JSON here")
     parser.add_argument("-v", "--verbose", action="store_true")
