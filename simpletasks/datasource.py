@@ -306,18 +306,14 @@ class BucketCacheDatasource(_DatasourceBase):
             pins.add_many(keys)
             yield
 
-    @contextmanager
-    def session(self) -> Iterator[DatasourceSession]:
-        """Open a per-task view that pins every key it gets or puts until the block exits.
+    def session(self) -> DatasourceSession:
+        """Open a per-task view that pins every key it gets or puts until it is closed.
 
-        The view has the same ``get``/``put``/``delete``/``local_path`` API; using it after
-        the block raises ``RuntimeError``.
+        Use it as a context manager (``with datasource.session() as view:``), which closes
+        it at the block's end. The view has the same ``get``/``put``/``delete``/``local_path``
+        API; using it after it was closed raises ``RuntimeError``.
         """
-        session = DatasourceSession(self)
-        try:
-            yield session
-        finally:
-            session.close()
+        return DatasourceSession(self)
 
 
 class DatasourceSession(_DatasourceBase):
@@ -328,9 +324,18 @@ class DatasourceSession(_DatasourceBase):
     """
 
     def __init__(self, datasource: BucketCacheDatasource) -> None:
-        super().__init__(datasource.bucket, datasource.cache, datasource.max_workers)
+        # One per task: the datasource's settings were checked when it was made.
+        self.bucket = datasource.bucket
+        self.cache = datasource.cache
+        self.max_workers = datasource.max_workers
         self._pins = datasource.cache.pin_set()
         self._closed = False
+
+    def __enter__(self) -> DatasourceSession:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     @property
     def pinned(self) -> frozenset[str]:
