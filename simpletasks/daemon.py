@@ -128,6 +128,7 @@ class DaemonService:
         self._replaced = 0  # workers started in place of ones stuck in a timed-out task
         self._worker_numbers = itertools.count()  # unique thread names, replacements too
         self._last_received = 0  # size of the last non-empty receive (the loop's own)
+        self._last_asked = 0  # what that receive asked for
         self._receive_seconds: float | None = None  # smoothed latency of a receive
         self.stop_reason: str | None = None  # set when the daemon stopped itself
         self.runner = MessageRunner(
@@ -309,7 +310,7 @@ class DaemonService:
                 wait = 0.0
             if messages:
                 idle_delay = 0.0
-                self._last_received = len(messages)
+                self._last_received, self._last_asked = len(messages), want
                 self.stats.add(received=len(messages))
                 self._leases.add(messages)
                 put = self._work.put
@@ -365,7 +366,13 @@ class DaemonService:
         ordered = self.capabilities.ordered
         # A receive's worth: what the last one brought (Pub/Sub pulls ~100 of the 1,000
         # asked for), so the next receive is in flight while the workers drain the buffer.
-        step = min(self._last_received or batch, batch, limit)
+        # If it brought all it asked for, the queue may have had more: wait for half the
+        # limit's room (the half still held covers a receive), else a receive of one message
+        # per finished task would only ever bring one (RabbitMQ's pushed deliveries).
+        last = self._last_received
+        if last and last >= self._last_asked:
+            last = max(last, limit // 2)
+        step = min(last or batch, batch, limit)
 
         def has_room(buffered: int, running: int) -> bool:
             room = limit - buffered - running
