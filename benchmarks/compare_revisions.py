@@ -14,8 +14,11 @@ objects of ``--kb`` KB, and each round fetches all of them with one ``get([...])
 version's :class:`~simpletasks.datasource.BucketCacheDatasource` (8 threads) into a fresh
 cache; the rate is objects per second.
 
-``--metrics`` runs each version's daemon with its Prometheus metrics wired as ``simpletasks
-run --metrics-port`` wires them (the metrics middleware and a metered queue).
+``--sleep-ms N`` makes each task sleep N ms (an I/O-like task: the daemon's threads then
+hand the interpreter lock over at every task, which the no-op rate does not show; watch
+``cpu_us_per_task``). ``--metrics`` runs each version's daemon with its Prometheus metrics
+wired as ``simpletasks run --metrics-port`` wires them (the metrics middleware and a metered
+queue).
 
 Usage::
 
@@ -24,6 +27,7 @@ Usage::
     python benchmarks/compare_revisions.py --rev HEAD --backend mem --quick   # an A/A run
     python benchmarks/compare_revisions.py --rev HEAD~1 --backend gcs-get --rounds 12
     python benchmarks/compare_revisions.py --rev HEAD~1 --backend mem --metrics
+    python benchmarks/compare_revisions.py --rev HEAD~1 --backend amqp --sleep-ms 5 --messages 1000
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ def export_revision(rev: str, into: Path) -> None:
         path.write_text(text.replace('"simpletasks.', f'"{ALIAS}.'))
 
 
-def load(package: str) -> dict[str, Any]:
+def load(package: str, sleep_seconds: float = 0.0) -> dict[str, Any]:
     """The modules of one version and a registry with its no-op task type."""
     mods = {
         name: importlib.import_module(f"{package}.{name}")
@@ -88,6 +92,8 @@ def load(package: str) -> dict[str, Any]:
         name = "BENCH_NOOP"
 
         def execute(self, datasource: Any) -> Any:
+            if sleep_seconds:
+                time.sleep(sleep_seconds)
             return task_mod.Result(success=True)
 
     registry = mods["registry"].TaskRegistry()
@@ -208,6 +214,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=8, help="rounds after one warm-up")
     parser.add_argument("--objects", type=int, default=1000, help="gcs-get: objects per get")
     parser.add_argument("--kb", type=int, default=10, help="gcs-get: size of each object")
+    parser.add_argument("--sleep-ms", type=float, default=0.0, help="each task sleeps this long")
     parser.add_argument("--metrics", action="store_true", help="daemons with Prometheus metrics")
     parser.add_argument("--quick", action="store_true", help="3 rounds of 2,000")
     parser.add_argument("--output", type=Path, help="also write the JSON here")
@@ -224,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="simpletasks-rev-") as tmp:
         export_revision(args.rev, Path(tmp))
         sys.path.insert(0, tmp)
-        versions_under_test = {"this": load("simpletasks"), "rev": load(ALIAS)}
+        sleep = args.sleep_ms / 1000
+        versions_under_test = {"this": load("simpletasks", sleep), "rev": load(ALIAS, sleep)}
         server = Server(args.backend, args)
         samples: dict[str, list[dict[str, float]]] = {"this": [], "rev": []}
         try:
