@@ -41,6 +41,8 @@ In Python (``simpletasks run --metrics-port`` does the same for one daemon)::
 The wrapped queue feeds ``/healthz`` and ``/readyz``; the wrapped bucket and cache count
 bytes, hits, misses and evictions (without them those series stay at zero).
 
+The per-task series (received ... message age) are kept by :mod:`simpletasks.metrics_series`
+as plain numbers and exposed by a collector; the others are ``prometheus_client`` metrics.
 ``prometheus_client`` is imported when a :class:`Metrics` is made, never at import time.
 """
 
