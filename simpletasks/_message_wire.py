@@ -31,3 +31,19 @@ class Wire(msgspec.Struct):
 
 
 DECODER = msgspec.json.Decoder(Wire)
+
+
+class PeekInfo(msgspec.Struct):
+    """``basic_info``'s name and id as they are, for observers that only label a message."""
+
+    name: Any = None
+    id: Any = None
+
+
+class Peek(msgspec.Struct):
+    """A message's ``basic_info`` alone; everything else is skipped unread."""
+
+    basic_info: PeekInfo
+
+
+PEEK = msgspec.json.Decoder(Peek)

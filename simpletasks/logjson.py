@@ -19,6 +19,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from simpletasks.message import peek_basic_info
 from simpletasks.middleware import Middleware
 
 if TYPE_CHECKING:
@@ -48,11 +49,9 @@ class TaskLogMiddleware(Middleware):
         fields: dict[str, Any] = {"message_id": message.id, "attempt": message.attempt}
         if self.daemon:
             fields["daemon"] = self.daemon
-        try:
-            info = json.loads(message.body)["basic_info"]
-            fields["task"], fields["task_id"] = info["name"], info["id"]
-        except (ValueError, KeyError, TypeError):
-            pass
+        peeked = peek_basic_info(message.body)
+        if peeked is not None and None not in peeked:
+            fields["task"], fields["task_id"] = peeked
         CURRENT.set(fields)
 
     def before_phase(self, task: DaemonTask, message: Message, phase: str) -> None:

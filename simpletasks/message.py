@@ -204,6 +204,37 @@ def _from_wire(body: str) -> TaskMessage | None:
 _WIRE: Any = None  # the msgspec decoder, imported on the first parse
 
 
+def peek_basic_info(body: str | bytes) -> tuple[Any, Any] | None:
+    """The ``basic_info`` name and id of ``body`` as they are, unvalidated; cheap, never raises.
+
+    For observers that only label a message (metrics, logs) before or without parsing it:
+    msgspec decodes these two fields and skips the rest (~0.3 µs against ~3 µs for
+    ``json.loads``); what it refuses goes through :func:`decode_body`, so the answer is
+    ``json.loads``'s. A missing field is ``None``.
+
+    Returns:
+        ``(name, id)``, or ``None`` if ``body`` is not a JSON object with a ``basic_info``
+        object.
+    """
+    global _PEEK
+    if _PEEK is None:
+        from simpletasks._message_wire import PEEK
+
+        _PEEK = PEEK
+    try:
+        peeked = _PEEK.decode(body).basic_info
+    except Exception:  # what msgspec refuses: the slow way decides (NaN, lone surrogates...)
+        try:
+            info = decode_body(body)["basic_info"]
+        except (MessageError, KeyError, TypeError):
+            return None
+        return (info.get("name"), info.get("id")) if isinstance(info, dict) else None
+    return peeked.name, peeked.id
+
+
+_PEEK: Any = None  # its msgspec decoder, imported on the first peek
+
+
 def decode_body(body: str | bytes) -> Any:
     """Decode a message body as JSON, raising :class:`MessageError` with the reason."""
     if isinstance(body, bytes):

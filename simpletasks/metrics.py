@@ -55,10 +55,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
 from simpletasks.cache import FileSystemCache
 from simpletasks.errors import ConfigError
+from simpletasks.message import peek_basic_info
 from simpletasks.metrics_series import (
     DEAD_LETTERED,
     FAILED,
@@ -84,27 +83,10 @@ INSTALL_HINT = "metrics need prometheus_client: pip install 'simpletasks[metrics
 UNKNOWN = "?"
 
 
-class _Basic(msgspec.Struct):
-    name: Any = None
-
-
-class _Named(msgspec.Struct):
-    basic_info: _Basic
-
-
-_decode_name = msgspec.json.Decoder(_Named).decode
-
-
 def task_name_of(body: str) -> str:
-    """The task type name in a message body, or ``?`` if it has none (cheap, never raises).
-
-    Decodes ``basic_info.name`` alone (msgspec skips the rest): ~0.3 µs against ~3 µs for a
-    whole ``json.loads``.
-    """
-    try:
-        name = _decode_name(body).basic_info.name
-    except (msgspec.DecodeError, TypeError):
-        return UNKNOWN
+    """The task type name in a message body, or ``?`` if it has none (cheap, never raises)."""
+    peeked = peek_basic_info(body)
+    name = None if peeked is None else peeked[0]
     return name if isinstance(name, str) and name else UNKNOWN
 
 

@@ -16,7 +16,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from simpletasks.errors import MessageError
-from simpletasks.message import BasicInfo, TaskMessage, _from_wire, decode_body
+from simpletasks.message import BasicInfo, TaskMessage, _from_wire, decode_body, peek_basic_info
 
 key_part = st.sampled_from(["a", "0_input", "x.dat", "é", " ", "..a", "\U0001f600"])
 good_keys = st.lists(key_part, min_size=1, max_size=3).map("/".join)
@@ -103,3 +103,29 @@ def test_the_fast_path_is_taken_for_usual_bodies() -> None:
 )
 def test_the_fast_path_leaves_what_it_is_unsure_of_to_the_full_path(body: str) -> None:
     assert _from_wire(body) is None
+
+
+def peek_the_slow_way(body: str) -> tuple[Any, Any] | None:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("basic_info"), dict):
+        return None
+    return data["basic_info"].get("name"), data["basic_info"].get("id")
+
+
+@given(
+    st.one_of(
+        messages().map(json.dumps),
+        wrong_types().map(json.dumps),
+        json_values.map(json.dumps),
+        st.text(st.sampled_from('{}[]",:0123456789.eE+-tfnul\\ '), max_size=40),
+    )
+)
+@example('{"basic_info": {"id": 1, "name": "X"}, "payload_info": NaN}')
+@example('{"basic_info": {"id": 1, "name": "\\ud800"}}')
+@example('{"basic_info": {"name": "X", "name": "Y"}}')
+@example('{"basic_info": null}')
+def test_peek_basic_info_reads_what_json_loads_reads(body: str) -> None:
+    assert repr(peek_basic_info(body)) == repr(peek_the_slow_way(body))
