@@ -44,6 +44,16 @@ def messages(draw: st.DrawFn) -> dict[str, Any]:
     return message
 
 
+# Bodies of every kind: valid messages (also pretty-printed), mistyped ones, any JSON, garbage.
+bodies = st.one_of(
+    messages().map(json.dumps),
+    messages().map(lambda m: json.dumps(m, ensure_ascii=False, indent=1)),
+    wrong_types().map(json.dumps),
+    json_values.map(json.dumps),
+    st.text(st.sampled_from('{}[]",:0123456789.eE+-tfnul\\ '), max_size=40),
+)
+
+
 def full_path(body: str) -> TaskMessage:
     return TaskMessage.from_dict(decode_body(body))
 
@@ -55,15 +65,7 @@ def outcome(parse: Any, body: str) -> str:
         return "error " + str(exc)
 
 
-@given(
-    st.one_of(
-        messages().map(json.dumps),
-        messages().map(lambda m: json.dumps(m, ensure_ascii=False, indent=1)),
-        wrong_types().map(json.dumps),
-        json_values.map(json.dumps),
-        st.text(st.sampled_from('{}[]",:0123456789.eE+-tfnul\\ '), max_size=40),
-    )
-)
+@given(bodies)
 @example('{"basic_info": {"id": 1, "name": "X"}, "payload_info": NaN}')
 @example('{"basic_info": {"id": 1, "name": "X"}, "payload_info": "\\ud800"}')
 @example('{"basic_info": {"id": 1, "name": "X"}, "payload_info": 1e400}')
@@ -115,14 +117,7 @@ def peek_the_slow_way(body: str) -> tuple[Any, Any] | None:
     return data["basic_info"].get("name"), data["basic_info"].get("id")
 
 
-@given(
-    st.one_of(
-        messages().map(json.dumps),
-        wrong_types().map(json.dumps),
-        json_values.map(json.dumps),
-        st.text(st.sampled_from('{}[]",:0123456789.eE+-tfnul\\ '), max_size=40),
-    )
-)
+@given(bodies)
 @example('{"basic_info": {"id": 1, "name": "X"}, "payload_info": NaN}')
 @example('{"basic_info": {"id": 1, "name": "\\ud800"}}')
 @example('{"basic_info": {"name": "X", "name": "Y"}}')
