@@ -11,7 +11,9 @@ with ``client=``.
 Downloads are verified: the bytes written must have the object's CRC32C, which we compute
 ourselves while writing (the library skips its own check for chunked downloads and after a
 resumed, ranged retry). Without ``chunk_size`` a download is one GET, checked against the
-CRC32C in its answer's ``X-Goog-Hash`` header (a resumed retry reads the same generation);
+CRC32C in its answer's ``X-Goog-Hash`` header (a resumed retry reads the same generation),
+sent through urllib3 rather than the library where it can be (:mod:`._gcs_media`: a third of
+the CPU per request; the library's endpoint, credentials and retry policy);
 with ``chunk_size``, or when an answer carries no hash, the object's metadata is read and
 the bytes must have its size and CRC32C too, the download pinned to that generation.
 Downloads are raw: an object stored gzip-encoded arrives as stored, not decompressed.
@@ -24,9 +26,10 @@ import base64
 import contextlib
 import datetime
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, cast
 from urllib.parse import urlsplit
 
 import google.auth.credentials
@@ -38,6 +41,7 @@ from google.cloud.storage.exceptions import DataCorruption
 from google.cloud.storage.retry import DEFAULT_RETRY
 
 from simpletasks.buckets import check_link_seconds, split_bucket_url
+from simpletasks.buckets._gcs_media import MediaReader, ResumeError
 from simpletasks.buckets.file import NewFile, atomic_path, validate_prefix
 from simpletasks.endpoints import unreachable
 from simpletasks.errors import (
@@ -55,6 +59,7 @@ logger = logging.getLogger(__name__)
 MiB = 1024 * 1024
 _CHUNK_QUANTUM = 256 * 1024  # GCS resumable chunks must be multiples of 256 KiB
 _DOWNLOAD_ATTEMPTS = 3  # the object may be replaced between metadata and media reads
+_NOT_MADE = object()
 
 
 def make_client(
@@ -172,6 +177,8 @@ class GCSBucket:
         self.url = f"gs://{bucket}/{self.prefix}" if self.prefix else f"gs://{bucket}"
         self._base = f"{self.prefix}/" if self.prefix else ""
         self._bucket = client.bucket(bucket)
+        self._media: object = _NOT_MADE
+        self._media_lock = threading.Lock()
         self._check_bucket(create)
 
     @classmethod
@@ -298,22 +305,32 @@ class GCSBucket:
     ) -> int | None:
         """Download in one GET, checked against the CRC32C its answer carries (``X-Goog-Hash``).
 
+        The GET goes through :class:`~simpletasks.buckets._gcs_media.MediaReader` (urllib3)
+        where it can, else through the library.
+
         One GET serves one generation (a resumed retry asks for the rest of the same one),
         and the library reads that generation and its hashes from the answer's headers. If
         the answer has no CRC32C, the object's metadata is read instead and the bytes are
         checked against it if it is still the generation served; otherwise ``dest`` is
         rewound and ``None`` returned (then :meth:`_download_pinned` runs).
         """
-        blob = self._bucket.blob(name)
         writer = _VerifyingWriter(dest, start)
+        reader = self._media_reader()
         try:
-            blob.download_to_file(writer, raw_download=True, checksum=None)
+            if reader is not None:
+                answer = reader.read(self.name, name, writer)
+                crc32c, served = answer.crc32c, answer.generation
+            else:
+                blob = self._bucket.blob(name)
+                blob.download_to_file(writer, raw_download=True, checksum=None)
+                crc32c, served = blob.crc32c, blob.generation
         except gexc.NotFound:
             raise self._missing(key) from None
-        if blob.crc32c is not None:
-            self._check(key, writer, None, blob.crc32c)
+        except ResumeError as exc:
+            raise IntegrityError(f"{self.url}: object {key!r}: {exc}") from None
+        if crc32c is not None:
+            self._check(key, writer, None, crc32c)
             return writer.size
-        served = blob.generation
         meta = self._bucket.get_blob(name)
         if meta is None or served is None or int(meta.generation or 0) != int(served):
             if writer.rewind():  # replaced or deleted since: read it again, pinned
@@ -322,6 +339,14 @@ class GCSBucket:
             raise IntegrityError(f"{self.url}: object {key!r} changed during download")
         self._check(key, writer, int(meta.size or 0), meta.crc32c)
         return writer.size
+
+    def _media_reader(self) -> MediaReader | None:
+        """The client's :class:`MediaReader` (made at the first download), or None."""
+        if self._media is _NOT_MADE:
+            with self._media_lock:
+                if self._media is _NOT_MADE:
+                    self._media = MediaReader.for_client(self.client)
+        return cast("MediaReader | None", self._media)
 
     def _download_pinned(self, key: str, name: str, dest: _Stream, start: int | None) -> int:
         """Read the metadata, then download that generation (chunked, if ``chunk_size``)."""

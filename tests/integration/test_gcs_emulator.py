@@ -34,7 +34,9 @@ try:
     import google_crc32c
     from google.auth.credentials import AnonymousCredentials
 
+    from simpletasks.buckets import _gcs_media
     from simpletasks.buckets import gcs as gcs_module
+    from simpletasks.buckets._gcs_media import MediaReader
     from simpletasks.buckets.gcs import GCSBucket
 except ImportError as exc:  # skipped on a laptop without the gcp extra, fails under CI=true
     if os.environ.get("CI") == "true":
@@ -53,12 +55,19 @@ def client(gcs_emulator: FakeGcsServer) -> Any:
     return gcs_emulator.client()
 
 
-@pytest.fixture
-def bucket(client: Any) -> GCSBucket:
-    """A fresh bucket under the prefix ``p``."""
+@pytest.fixture(params=["urllib3", "library"])
+def bucket(client: Any, request: pytest.FixtureRequest) -> GCSBucket:
+    """A fresh bucket under the prefix ``p``, its one-request downloads sent through urllib3
+    (:class:`MediaReader`, the usual way) or through the library (as for a proxied or
+    mutual-TLS client)."""
     name = _unique("gcs")
     client.create_bucket(name)
-    return GCSBucket.from_url(f"gs://{name}/p", client=client)
+    made = GCSBucket.from_url(f"gs://{name}/p", client=client)
+    if request.param == "library":
+        made._media = None
+    else:
+        assert isinstance(made._media_reader(), MediaReader)
+    return made
 
 
 @pytest.fixture
@@ -186,6 +195,8 @@ def no_hash(monkeypatch: pytest.MonkeyPatch) -> None:
     """Media answers carry no ``X-Goog-Hash`` (as from a server that sends none)."""
     from google.cloud.storage import Blob
 
+    monkeypatch.setattr(_gcs_media, "crc32c_of", lambda headers: None)
+
     real_extract = Blob._extract_headers_from_download
 
     def without_hash(self: Blob, response: Any) -> None:
@@ -228,7 +239,21 @@ def _corrupt_in_transit(monkeypatch: pytest.MonkeyPatch) -> None:
     def corrupted(self: Blob, file_obj: Any, **kwargs: Any) -> None:
         real_download(self, Flip(file_obj), **kwargs)
 
+    class FlipSink(Flip):  # what MediaReader writes into: counts and rewinds
+        @property
+        def size(self) -> int:
+            return int(self.dest.size)
+
+        def rewind(self) -> bool:
+            return bool(self.dest.rewind())
+
+    real_read = MediaReader.read
+
+    def corrupted_read(self: MediaReader, bucket: str, name: str, sink: Any) -> Any:
+        return real_read(self, bucket, name, FlipSink(sink))
+
     monkeypatch.setattr(Blob, "download_to_file", corrupted)
+    monkeypatch.setattr(MediaReader, "read", corrupted_read)
 
 
 def test_one_request_per_download_without_chunk_size(
