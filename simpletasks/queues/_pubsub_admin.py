@@ -82,12 +82,18 @@ EMULATOR_CHANNEL_OPTIONS = [
 ]
 
 
+#: The gRPC channel option of a client that must not share a connection with earlier ones.
+OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
+
+
 def make_clients(emulator_host: str | None = None) -> tuple[Any, Any]:
     """Return a ``(SubscriberClient, PublisherClient)`` pair (see :func:`make_client`)."""
     return make_client("subscriber", emulator_host), make_client("publisher", emulator_host)
 
 
-def make_client(kind: str, emulator_host: str | None = None) -> Any:
+def make_client(
+    kind: str, emulator_host: str | None = None, *, own_connection: bool = False
+) -> Any:
     """Return a ``SubscriberClient`` (``kind="subscriber"``) or a ``PublisherClient``.
 
     The publisher batches with :data:`BATCH_SETTINGS`.
@@ -97,6 +103,9 @@ def make_client(kind: str, emulator_host: str | None = None) -> Any:
         emulator_host: ``host:port`` of an emulator: plain gRPC, no credentials. Without it,
             the library's defaults apply (``PUBSUB_EMULATOR_HOST``, else Application Default
             Credentials).
+        own_connection: Give the client a connection of its own. gRPC channels to the same
+            address with the same options share their connections (a process-wide pool),
+            so a new client would otherwise go on using the one a reconnect replaces.
 
     Raises:
         CredentialsError: If no Google credentials can be found.
@@ -108,8 +117,19 @@ def make_client(kind: str, emulator_host: str | None = None) -> Any:
         from google.pubsub_v1.services.subscriber.transports.grpc import SubscriberGrpcTransport
 
         transport = SubscriberGrpcTransport if kind == "subscriber" else PublisherGrpcTransport
-        channel = grpc.insecure_channel(emulator_host, options=EMULATOR_CHANNEL_OPTIONS)
+        options = EMULATOR_CHANNEL_OPTIONS + (OWN_CONNECTION if own_connection else [])
+        channel = grpc.insecure_channel(emulator_host, options=options)
         kwargs["transport"] = transport(host=emulator_host, channel=channel)
+    elif own_connection and not os.environ.get("PUBSUB_EMULATOR_HOST"):
+        from google.pubsub_v1.services.publisher.transports.grpc import PublisherGrpcTransport
+        from google.pubsub_v1.services.subscriber.transports.grpc import SubscriberGrpcTransport
+
+        transport = SubscriberGrpcTransport if kind == "subscriber" else PublisherGrpcTransport
+
+        def channel_of_its_own(*args: Any, options: list[Any], **rest: Any) -> Any:
+            return transport.create_channel(*args, options=options + OWN_CONNECTION, **rest)
+
+        kwargs["transport"] = transport(channel=channel_of_its_own)
     try:
         if kind == "subscriber":
             return pubsub_v1.SubscriberClient(**kwargs)

@@ -28,12 +28,17 @@ inject clients.
   10 MB on the publisher client's channel (:mod:`._pubsub_publish`; a wrapped or fake
   client's own ``publish`` otherwise), retried on transient errors for up to 120 s;
   failures are raised together (:class:`PublishError`), never dropped.
+- An Acknowledge/ModifyAckDeadline that goes unanswered for 4 s (on an emulator, also two
+  pulls in a row that time out) replaces the subscriber client made here with one on a
+  connection of its own (:meth:`PubSubQueue._reconnect`): a half-open connection would
+  otherwise swallow every pull for a minute or more, looking like an empty queue.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -124,6 +129,10 @@ class PubSubQueue:
         self._owns = (subscriber is None, publisher is None)
         self._closed = False
         self._silent_until = 0.0  # settle requests fail fast until then (a timed-out one)
+        self._emulator_host = emulator_host
+        self._on_emulator = bool(emulator_host or os.environ.get("PUBSUB_EMULATOR_HOST"))
+        self._pull_timeouts = 0  # in a row
+        self._reconnected_at = float("-inf")
         self._lock = threading.Lock()
         self._attempts: OrderedDict[str, int] = OrderedDict()
         self._subscriber: Any = None
@@ -215,6 +224,7 @@ class PubSubQueue:
         try:
             if self._raw is not None:
                 pulled = self._raw.pull(self.subscription_path, max_messages, timeout)
+                self._pull_timeouts = 0
                 return list(pulled.received_messages)
             response = self._subscriber.pull(
                 request={"subscription": self.subscription_path, "max_messages": max_messages},
@@ -222,7 +232,13 @@ class PubSubQueue:
                 retry=None,  # our loop retries; a transient error reaches the caller
             )
         except gexc.DeadlineExceeded:
+            # An emulator answers an empty pull early: on one, pulls that time out went down
+            # a dead connection (the real service answers an empty pull this way).
+            self._pull_timeouts += 1
+            if self._on_emulator and self._pull_timeouts >= 2:
+                self._reconnect()
             return []
+        self._pull_timeouts = 0
         return list(response.received_messages)
 
     def _message(self, received: Any) -> Message:
@@ -289,11 +305,53 @@ class PubSubQueue:
             except gexc.GoogleAPICallError as exc:
                 if isinstance(exc, gexc.DeadlineExceeded):
                     self._silent_until = time.monotonic() + SETTLE_TIMEOUT_SECONDS
+                    self._reconnect()
                 if len(ack_ids) <= size:  # one request: its own error says it best
                     raise
                 failures += [(start + i, type(exc).__name__, str(exc)) for i in range(len(chunk))]
         verb = "acknowledged in" if action == "ack" else "modified in"
         _common.raise_failures(self.url, verb, failures, len(ack_ids))
+
+    def _reconnect(self) -> None:
+        """Replace the subscriber client (and so its connection) after a settle request
+        timed out.
+
+        Acknowledge and ModifyAckDeadline answer in milliseconds: one that times out most
+        likely went down a dead connection (half-open after the peer crashed, forgotten by a
+        NAT, a proxy that went silent). gRPC notices that only through keepalive pings, which
+        it sends only while calls are outstanding, so pulls on it would time out for a
+        minute or more as if the queue were empty (a pull's own timeout is no such sign: an
+        empty subscription answers a pull that way, except on an emulator, which answers it
+        early). The calls that follow go through a new
+        client; the old one is closed, and a call still on it fails and is retried by its
+        caller. Only a client made here is replaced, at most once per
+        :data:`SETTLE_TIMEOUT_SECONDS`.
+        """
+        if not self._owns[0] or self._closed:
+            return
+        now = time.monotonic()
+        with self._lock:
+            if now - self._reconnected_at < SETTLE_TIMEOUT_SECONDS:
+                return
+            self._reconnected_at = now
+        try:
+            fresh = make_client("subscriber", self._emulator_host, own_connection=True)
+        except Exception as exc:
+            logger.warning("%s: cannot open a new connection to Pub/Sub: %s", self.url, exc)
+            return
+        with self._lock:
+            old, closed = self._subscriber, self._closed
+            if not closed:
+                self._subscriber, self._raw = fresh, RawSubscriber.of(fresh)
+        if closed:
+            fresh.close()
+            return
+        logger.warning(
+            "%s: a request went unanswered for %g s; reconnecting to Pub/Sub",
+            self.url,
+            SETTLE_TIMEOUT_SECONDS,
+        )
+        old.close()
 
     def _check_answering(self) -> None:
         """Fail fast for :data:`SETTLE_TIMEOUT_SECONDS` after a settle request timed out.
@@ -455,15 +513,17 @@ class PubSubQueue:
 
     def close(self) -> None:
         """Flush and close the clients this object made (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
+        with self._lock:  # against a _reconnect swapping the subscriber
+            if self._closed:
+                return
+            self._closed = True
+            subscriber = self._subscriber
         owns_subscriber, owns_publisher = self._owns
         if owns_publisher and self._publisher is not None:
             self._publisher.stop()
             self._publisher.transport.close()
-        if owns_subscriber and self._subscriber is not None:
-            self._subscriber.close()
+        if owns_subscriber and subscriber is not None:
+            subscriber.close()
 
     def __repr__(self) -> str:
         return f"PubSubQueue({self.subscription_path!r})"

@@ -146,3 +146,89 @@ def test_chaos_on_the_pubsub_emulator_loses_nothing(pubsub_emulator: Any, tmp_pa
         "pubsub", tmp_path, tasks=200, emulator=pubsub_emulator, seed=4, timeout=120
     )
     assert outcome.problems == [], outcome.summary()
+
+
+def test_pubsub_settle_timeout_reconnects_so_pulls_work_again(
+    pubsub_emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A half-open connection: gRPC sends keepalive pings only during calls, so without a new
+    # connection every pull on it times out, as an empty subscription's would, for a minute.
+    from simpletasks.queues import pubsub as pubsub_module
+
+    monkeypatch.setattr(pubsub_module, "SETTLE_TIMEOUT_SECONDS", 0.5)
+    name = f"tcpreconnect-{uuid.uuid4().hex[:10]}"
+    url = f"pubsub://{pubsub_emulator.project}/{name}"
+    direct = open_queue(url, create=True, emulator_host=pubsub_emulator.host_port)
+    direct.send_batch([f"m{i}" for i in range(3)])
+    with TCPFaultProxy((pubsub_emulator.host, pubsub_emulator.port)) as proxy:
+        queue = open_queue(url, emulator_host=proxy.address)
+        first = queue.receive(1, wait_seconds=5, lease_seconds=60)
+        assert [m.body for m in first] in (["m0"], ["m1"], ["m2"])
+        old_raw = queue._raw  # type: ignore[attr-defined]
+        assert proxy.half_open() >= 1
+        with pytest.raises(Exception, match="Deadline Exceeded"):
+            queue.ack(first[0])  # unanswered: the lease stays lost, the message comes back
+        assert queue._raw is not old_raw  # type: ignore[attr-defined]
+        started = time.monotonic()
+        got: list[Any] = []
+        while len(got) < 2 and time.monotonic() - started < 5:
+            got += queue.receive(2, wait_seconds=1, lease_seconds=60)
+        assert len(got) == 2, "pulls did not come back on a new connection"
+        time.sleep(0.6)  # settles fail fast for SETTLE_TIMEOUT_SECONDS after a timeout
+        queue.ack_many(got)
+        queue.close()
+    direct.delete(topic=True)  # type: ignore[attr-defined]
+    direct.close()
+
+
+def test_pubsub_does_not_replace_a_client_it_was_given(pubsub_emulator: Any) -> None:
+    from google.api_core import exceptions as gexc
+
+    from simpletasks.queues._pubsub_admin import make_client
+    from simpletasks.queues.pubsub import PubSubQueue
+
+    name = f"tcpgiven-{uuid.uuid4().hex[:10]}"
+    subscriber = make_client("subscriber", pubsub_emulator.host_port)
+    queue = PubSubQueue(
+        pubsub_emulator.project,
+        name,
+        subscriber=subscriber,
+        emulator_host=pubsub_emulator.host_port,
+        create=True,
+    )
+    raw = queue._raw
+
+    def timed_out(*args: Any) -> None:
+        raise gexc.DeadlineExceeded("simulated")
+
+    raw.acknowledge = timed_out  # type: ignore[method-assign,union-attr]
+    queue.send_batch(["x"])
+    (message,) = queue.receive(1, wait_seconds=5)
+    with pytest.raises(gexc.DeadlineExceeded):
+        queue.ack(message)
+    assert queue._subscriber is subscriber and queue._raw is raw  # the caller's, kept
+    queue.delete(topic=True)
+    queue.close()
+    subscriber.close()
+
+
+def test_pubsub_pulls_timing_out_on_an_emulator_reconnect(pubsub_emulator: Any) -> None:
+    # Nothing in flight to settle: an emulator answers an empty pull early, so two pulls
+    # that time out mean a dead connection.
+    name = f"tcppull-{uuid.uuid4().hex[:10]}"
+    url = f"pubsub://{pubsub_emulator.project}/{name}"
+    direct = open_queue(url, create=True, emulator_host=pubsub_emulator.host_port)
+    with TCPFaultProxy((pubsub_emulator.host, pubsub_emulator.port)) as proxy:
+        queue = open_queue(url, emulator_host=proxy.address)
+        assert queue.receive(1, wait_seconds=0.5, lease_seconds=60) == []  # connected, empty
+        assert proxy.half_open() >= 1
+        direct.send_batch(["after"])
+        started = time.monotonic()
+        got: list[Any] = []
+        while not got and time.monotonic() - started < 8:
+            got = queue.receive(1, wait_seconds=1, lease_seconds=60)
+        assert [m.body for m in got] == ["after"], "pulls did not come back on a new connection"
+        queue.ack_many(got)
+        queue.close()
+    direct.delete(topic=True)  # type: ignore[attr-defined]
+    direct.close()

@@ -214,3 +214,31 @@ def test_retries_stop_at_the_deadline() -> None:
 
 def test_only_a_plain_publisher_client_is_published_to_raw() -> None:
     assert RawPublisher.of(object(), 1000) is None
+
+
+def test_a_client_with_its_own_connection_on_the_real_service(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A reconnect needs a connection that earlier clients do not share: gRPC pools the
+    # connections of channels with the same target and options process-wide.
+    import google.auth
+    from google.auth.credentials import AnonymousCredentials
+    from google.pubsub_v1.services.subscriber.transports.grpc import SubscriberGrpcTransport
+
+    from simpletasks.queues._pubsub_admin import OWN_CONNECTION, make_client
+
+    monkeypatch.delenv("PUBSUB_EMULATOR_HOST", raising=False)
+    monkeypatch.setattr(google.auth, "default", lambda *a, **k: (AnonymousCredentials(), "p"))
+    seen: list[list[Any]] = []
+    real_create = SubscriberGrpcTransport.create_channel
+
+    def create_channel(*args: Any, options: list[Any], **rest: Any) -> Any:
+        seen.append(options)
+        return real_create(*args, options=options, **rest)
+
+    monkeypatch.setattr(SubscriberGrpcTransport, "create_channel", create_channel)
+    make_client("subscriber").close()
+    make_client("subscriber", own_connection=True).close()
+    shared, own = seen
+    assert not set(OWN_CONNECTION) & set(shared)
+    assert own == shared + OWN_CONNECTION  # the library's options kept (keepalive, sizes)
