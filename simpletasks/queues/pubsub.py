@@ -225,6 +225,7 @@ class PubSubQueue:
             if self._raw is not None:
                 pulled = self._raw.pull(self.subscription_path, max_messages, timeout)
                 self._pull_timeouts = 0
+                self._silent_until = 0.0  # Pub/Sub answers (a new connection, a stall over)
                 return list(pulled.received_messages)
             response = self._subscriber.pull(
                 request={"subscription": self.subscription_path, "max_messages": max_messages},
@@ -239,6 +240,7 @@ class PubSubQueue:
                 self._reconnect()
             return []
         self._pull_timeouts = 0
+        self._silent_until = 0.0
         return list(response.received_messages)
 
     def _message(self, received: Any) -> Message:
@@ -354,11 +356,15 @@ class PubSubQueue:
         old.close()
 
     def _check_answering(self) -> None:
-        """Fail fast for :data:`SETTLE_TIMEOUT_SECONDS` after a settle request timed out.
+        """Fail fast for :data:`SETTLE_TIMEOUT_SECONDS` after a settle request timed out, or
+        until a pull is answered (on the new connection :meth:`_reconnect` made, or after a
+        stall), whichever comes first.
 
         A dead endpoint would otherwise cost every later request its full timeout: a daemon
         releasing 100 buffered messages one by one at SIGTERM would wait 100 timeouts. The
-        leases are lost either way; Pub/Sub delivers those messages again when they end.
+        leases are lost either way; Pub/Sub delivers those messages again when they end. A
+        live one should not lose the acks of every task that ends in the window: each is a
+        task run twice.
         """
         if time.monotonic() < self._silent_until:
             raise gexc.ServiceUnavailable(

@@ -155,7 +155,7 @@ def test_pubsub_settle_timeout_reconnects_so_pulls_work_again(
     # connection every pull on it times out, as an empty subscription's would, for a minute.
     from simpletasks.queues import pubsub as pubsub_module
 
-    monkeypatch.setattr(pubsub_module, "SETTLE_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr(pubsub_module, "SETTLE_TIMEOUT_SECONDS", 2.0)
     name = f"tcpreconnect-{uuid.uuid4().hex[:10]}"
     url = f"pubsub://{pubsub_emulator.project}/{name}"
     direct = open_queue(url, create=True, emulator_host=pubsub_emulator.host_port)
@@ -174,8 +174,7 @@ def test_pubsub_settle_timeout_reconnects_so_pulls_work_again(
         while len(got) < 2 and time.monotonic() - started < 5:
             got += queue.receive(2, wait_seconds=1, lease_seconds=60)
         assert len(got) == 2, "pulls did not come back on a new connection"
-        time.sleep(0.6)  # settles fail fast for SETTLE_TIMEOUT_SECONDS after a timeout
-        queue.ack_many(got)
+        queue.ack_many(got)  # at once: the answered pulls ended the fail-fast window
         queue.close()
     direct.delete(topic=True)  # type: ignore[attr-defined]
     direct.close()
@@ -201,12 +200,18 @@ def test_pubsub_does_not_replace_a_client_it_was_given(pubsub_emulator: Any) -> 
     def timed_out(*args: Any) -> None:
         raise gexc.DeadlineExceeded("simulated")
 
+    real_acknowledge = raw.acknowledge  # type: ignore[union-attr]
     raw.acknowledge = timed_out  # type: ignore[method-assign,union-attr]
     queue.send_batch(["x"])
     (message,) = queue.receive(1, wait_seconds=5)
     with pytest.raises(gexc.DeadlineExceeded):
         queue.ack(message)
     assert queue._subscriber is subscriber and queue._raw is raw  # the caller's, kept
+    raw.acknowledge = real_acknowledge  # type: ignore[method-assign,union-attr]
+    with pytest.raises(gexc.ServiceUnavailable, match=r"did not answer .* just before; not tried"):
+        queue.ack(message)  # fails fast: a dead endpoint must not cost a timeout per request
+    assert queue.receive(1, wait_seconds=0) == []  # answered: Pub/Sub is there again
+    queue.ack(message)
     queue.delete(topic=True)
     queue.close()
     subscriber.close()
