@@ -324,10 +324,9 @@ class PubSubQueue:
         it sends only while calls are outstanding, so pulls on it would time out for a
         minute or more as if the queue were empty (a pull's own timeout is no such sign: an
         empty subscription answers a pull that way, except on an emulator, which answers it
-        early). The calls that follow go through a new
-        client; the old one is closed, and a call still on it fails and is retried by its
-        caller. Only a client made here is replaced, at most once per
-        :data:`SETTLE_TIMEOUT_SECONDS`.
+        early). The calls that follow go through a new client; the old one is closed, and a
+        call still on it fails and is retried by its caller. Only a client made here is
+        replaced, at most once per :data:`SETTLE_TIMEOUT_SECONDS`.
         """
         if not self._owns[0] or self._closed:
             return
