@@ -156,13 +156,10 @@ class MediaReader:
         """One GET: all of it, or the rest of what an earlier attempt began (pinned to the
         generation it read; if that one is gone, the new one from the start)."""
         resume = served[0] if served and sink.size else None
-        if resume is not None and resume.generation is None:
-            _start_over(sink, url)
+        if resume is None or resume.generation is None:  # from the start, what is there now
+            if sink.size:
+                _start_over(sink, url)
             served.clear()
-            resume = None
-        elif resume is None and sink.size:
-            _start_over(sink, url)
-        if resume is None:
             self._get(url, self._headers, sink, served)
             return
         pinned = f"{url}&generation={resume.generation}"

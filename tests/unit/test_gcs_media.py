@@ -165,6 +165,16 @@ def test_generation_gone_before_the_resume_reads_the_new_one_from_the_start(
     ]
 
 
+def test_cut_off_before_any_byte_reports_what_the_retry_served(
+    server: tuple[str, Script],
+) -> None:
+    url, script = server
+    new = b"replaced meanwhile"
+    script.answers = [Answer(cut=0), Answer(body=new, generation="8", hash=f"crc32c={_crc(new)}")]
+    data, served, _ = _read(url)
+    assert data == new and served == Served(8, _crc(new))  # not the first answer's headers
+
+
 def test_cut_off_read_without_a_generation_starts_over(server: tuple[str, Script]) -> None:
     url, script = server
     script.answers = [Answer(cut=4000, generation=None), Answer(generation=None)]
